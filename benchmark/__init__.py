@@ -1,0 +1,1 @@
+"""Metrics, the blur-level evaluation protocol, reports, plots and speed measurements."""

@@ -1,0 +1,65 @@
+"""`blur-retrieval bench ...`: measurements users can rerun on their machine."""
+
+from __future__ import annotations
+
+import platform
+
+import click
+
+from retrieval.cli import parse_size, resolve_device
+from retrieval.fileio import write_json_atomic
+
+
+def _parse_sizes(ctx, param, value: str) -> list[tuple[int, int]]:
+    return [parse_size(ctx, param, part) for part in value.split(",") if part.strip()]
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: speed of each stage, accuracy by blur level."""
+
+
+@bench.command("sim")
+@click.option("--sizes", default="128x128,240x320", show_default=True, callback=_parse_sizes,
+              help="Comma-separated HxW sizes.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Trajectories per render call, images per network forward.")
+@click.option("--seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Measuring time per figure.")
+@click.option("--backbone", default="resnet18", show_default=True, help="Reference network.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures here.")
+def bench_sim(sizes, batch, seconds, backbone, device, json_path):
+    """Simulator images/s against a network forward at the same size and batch."""
+    import torch
+
+    from benchmark.speed import network_forward_rate, simulator_rate
+    from retrieval.sim.config import SimConfig
+
+    device = resolve_device(device)
+    rows = []
+    for height, width in sizes:
+        config = SimConfig(height=height, width=width)
+        dataset_rate = simulator_rate(config, batch, True, seconds, device)
+        on_demand_rate = simulator_rate(config, batch, False, seconds, device)
+        forward = network_forward_rate(backbone, height, width, batch, seconds, device)
+        rows.append({
+            "size": f"{height}x{width}", "simulator_dataset_img_s": dataset_rate,
+            "simulator_on_demand_img_s": on_demand_rate, f"{backbone}_forward_img_s": forward,
+            "ratio_dataset": dataset_rate / forward, "ratio_on_demand": on_demand_rate / forward,
+        })
+    click.echo(f"{'size':>9} {'sim (all exposures)':>20} {'sim (one per row)':>18} "
+               f"{backbone + ' fwd':>14} {'ratio':>7} {'ratio 1/row':>11}")
+    for row in rows:
+        click.echo(f"{row['size']:>9} {row['simulator_dataset_img_s']:>16.1f} i/s "
+                   f"{row['simulator_on_demand_img_s']:>14.1f} i/s "
+                   f"{row[backbone + '_forward_img_s']:>10.1f} i/s {row['ratio_dataset']:>6.2f}x "
+                   f"{row['ratio_on_demand']:>10.2f}x")
+    if json_path:
+        write_json_atomic(json_path, {
+            "device": device, "batch": batch, "seconds": seconds, "backbone": backbone,
+            "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "results": rows,
+        })
+
+
+COMMANDS = [bench]

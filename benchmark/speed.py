@@ -1,0 +1,62 @@
+"""Throughput measurements compared side by side in one run (never in unit tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from retrieval.sim.config import SimConfig
+from retrieval.sim.render import RenderRequest, render_trajectories
+
+
+def _rate(work: Callable[[int], int], seconds: float) -> float:
+    """Items per second of `work(round) -> items`, after one warm-up round."""
+    work(0)
+    done, start, rounds = 0, time.perf_counter(), 1
+    while True:
+        done += work(rounds)
+        rounds += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def simulator_rate(config: SimConfig, batch: int, all_exposures: bool, seconds: float,
+                   device: str = "cpu") -> float:
+    """Rendered images per second.
+
+    all_exposures=True renders every exposure of `batch` trajectories (how `synth`
+    builds a data set); False renders one image of each of `batch` trajectories at a
+    varying exposure (how virtual distractor rows are rendered on demand).
+    """
+
+    def work(round_index: int) -> int:
+        requests = []
+        for i in range(batch):
+            trajectory = 10_000 + round_index * batch + i  # fresh trajectories every round
+            exposures = tuple(range(config.exposures)) if all_exposures else (i % config.exposures,)
+            requests.append(RenderRequest(i % 40, i % 20, trajectory, exposures))
+        render_trajectories(config, requests, device)
+        return sum(len(r.exposures) for r in requests)
+
+    return _rate(work, seconds)
+
+
+def network_forward_rate(backbone: str, height: int, width: int, batch: int, seconds: float,
+                         device: str = "cpu") -> float:
+    """Images per second of a bare timm backbone forward on ready tensors."""
+    import timm
+
+    model = timm.create_model(backbone, pretrained=False).eval().to(device)
+    images = torch.rand(batch, 3, height, width, device=device)
+
+    def work(_: int) -> int:
+        with torch.inference_mode():
+            model(images)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return batch
+
+    return _rate(work, seconds)

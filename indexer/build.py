@@ -1,0 +1,106 @@
+"""Build a new index from a source: embed (resumably), train, add, tune, save."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from indexer import gpu, metadata, store
+from indexer.embedding import EmbedderLike
+from indexer.errors import IndexExistsError, SourceError
+from indexer.factory import (
+    AUTO,
+    EXACT_THRESHOLD,
+    create_index,
+    resolve_factory,
+    train,
+    training_positions,
+)
+from indexer.index import BUILD_DIR_NAME, IngestResult, RetrievalIndex
+from indexer.shards import DEFAULT_SHARD_SIZE, embed_in_shards
+from indexer.sources import Source
+from indexer.tuning import RECALL_K, sample_queries, tune_index
+from indexer.vectors import add_in_chunks, validated_vectors
+
+
+def build_index(
+    source: Source,
+    embedder: EmbedderLike,
+    out_dir: str | Path,
+    factory: str = AUTO,
+    device: str = "auto",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    progress: bool = True,
+    exact_threshold: int = EXACT_THRESHOLD,
+    model_name: str | None = None,
+) -> tuple[RetrievalIndex, IngestResult]:
+    """Embed `source` (resumably), build and tune the index, and save it in `out_dir`.
+
+    `factory` is a FAISS factory string or "auto" (exact up to `exact_threshold` vectors,
+    IVF above, with nprobe tuned to recall@100 >= 0.95). `model_name` is recorded so that
+    later commands can load the same model.
+    """
+    out = Path(out_dir)
+    if (out / store.MANIFEST_NAME).exists():
+        raise IndexExistsError(f"{out}: already holds an index; add to it or choose another folder")
+    device = gpu.resolve_device(device)
+    if len(source) == 0:
+        raise SourceError(f"{source.origin}: no items to index")
+    embedded = embed_in_shards(source.items, embedder, out / BUILD_DIR_NAME, shard_size, progress)
+    if len(embedded.ordinals) == 0:
+        raise SourceError(
+            f"{source.origin}: none of the {len(source)} items could be embedded; "
+            f"first error: {embedded.errors[0][1]}"
+        )
+    vectors = validated_vectors(embedded.vectors, embedder.dim, source.origin)
+    ids = np.arange(len(vectors), dtype=np.int64)
+    faiss_index, factory_used = create_index(
+        resolve_factory(factory, len(vectors), exact_threshold), embedder.dim
+    )
+    training = np.zeros(0, dtype=np.int64)
+    if not faiss_index.is_trained:
+        training = training_positions(faiss_index, len(vectors))
+        with gpu.gpu_clustering(faiss_index) if device == "cuda" else contextlib.nullcontext():
+            train(faiss_index, vectors[training], factory_used)
+    add_in_chunks(faiss_index, vectors, ids, progress)
+    tuned = tune_index(faiss_index, vectors, ids, training)
+    if device == "cuda":
+        tuned.update(_float16_choice(faiss_index, vectors, training, tuned.get("nprobe")))
+    manifest = store.Manifest(
+        model={
+            "name": model_name,
+            "fingerprint": embedder.fingerprint,
+            "config": json.loads(json.dumps(embedder.config, default=str)),
+        },
+        dim=embedder.dim,
+        factory=factory_used,
+        count=len(vectors),
+        next_id=len(vectors),
+        tuned=tuned,
+    )
+    rows = metadata.attach_ids(source.metadata.take(pa.array(embedded.ordinals)), ids)
+    index = RetrievalIndex(out, faiss_index, rows, manifest, read_only=False,
+                           memory_mapped=False, device=device)
+    index.save()
+    return index, IngestResult(ids=ids, ordinals=embedded.ordinals, errors=embedded.errors)
+
+
+def _float16_choice(index: faiss.Index, vectors: np.ndarray, training: np.ndarray,
+                    nprobe: int | None) -> dict[str, Any]:
+    """Whether GPU searches may store vectors in float16, judged on held-out queries."""
+    queries = vectors[sample_queries(len(vectors), training)]
+    k = min(RECALL_K, len(vectors))
+    try:
+        recall = gpu.float16_recall(index, queries, k, nprobe)
+    except RuntimeError as error:
+        warnings.warn(f"float16 GPU copy unavailable ({error}); GPU search uses float32",
+                      stacklevel=3)
+        return {"gpu_float16": False}
+    return {"gpu_float16": recall >= gpu.FLOAT16_MIN_RECALL, "gpu_float16_recall": recall}

@@ -1,0 +1,256 @@
+"""Command-line verbs of the index layer: `index build|add|remove|info` and `query`.
+
+Exit status: 0 when everything was done; 1 when some inputs were skipped (the rest was still
+indexed or answered) or the index could not be changed; 2 for usage errors, including an index
+folder that cannot be used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from indexer.build import build_index
+from indexer.embedding import EmbedderLike
+from indexer.errors import IndexStoreError
+from indexer.gpu import DEVICES, resolve_device
+from indexer.grid import GridRow, draw_grid
+from indexer.index import IngestResult, RetrievalIndex, open_index
+from indexer.shards import DEFAULT_SHARD_SIZE
+from indexer.sources import Source, source_from
+
+DEFAULT_MODEL = "blur-aware"
+EXIT_SKIPPED = 1
+MAX_LISTED_SKIPS = 20
+
+
+def load_embedder(model: str, device: str, batch_size: int) -> EmbedderLike:
+    """The real network, imported only when a command runs (torch is slow to import)."""
+    from retrieval.embed import load_embedder as load
+
+    return load(model, device=device, batch_size=batch_size)
+
+
+def _iter_image_files(folder: Path) -> Iterator[Path]:
+    from retrieval.images import iter_image_files
+
+    return iter_image_files(folder)
+
+
+_device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
+                              show_default=True, help="Where to embed and search.")
+_batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=64,
+                             show_default=True, help="Images per embedding batch.")
+_quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+
+
+@click.group("index")
+def index_group() -> None:
+    """Build and maintain an index folder (FAISS index, metadata, manifest)."""
+
+
+@index_group.command("build")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Index folder to create; an interrupted build resumes there.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help="Embedding model name or checkpoint path.")
+@click.option("--factory", default="auto", show_default=True,
+              help="FAISS factory string, or 'auto': exact search for small sets, IVF above.")
+@_device_option
+@_batch_option
+@click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE,
+              show_default=True, help="Items per resumable embedding shard.")
+@_quiet_option
+def build_command(src: Path, out_dir: Path, model: str, factory: str, device: str,
+                  batch_size: int, shard_size: int, quiet: bool) -> None:
+    """Index SRC (a folder of images or a manifest .parquet) into a new folder."""
+    with _failures_as_click_errors():
+        resolve_device(device)  # fail before the model is loaded
+        source = source_from(src)
+        embedder = load_embedder(model, device, batch_size)
+        index, result = build_index(source, embedder, out_dir, factory=factory, device=device,
+                                    shard_size=shard_size, progress=not quiet, model_name=model)
+    _finish_ingest(index, source, result, verb="indexed")
+
+
+@index_group.command("add")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--model", default=None, help="Defaults to the model that built the index.")
+@_device_option
+@_batch_option
+@_quiet_option
+def add_command(index_dir: Path, src: Path, model: str | None, device: str, batch_size: int,
+                quiet: bool) -> None:
+    """Append the images or rows of SRC to the index in INDEX_DIR."""
+    with _failures_as_click_errors():
+        index = open_index(index_dir, mmap=False, device=device)
+        source = source_from(src)
+        embedder = load_embedder(model or _model_of(index), device, batch_size)
+        result = index.add(source, embedder, progress=not quiet)
+        index.save()
+    _finish_ingest(index, source, result, verb="added")
+
+
+@index_group.command("remove")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option("--id", "ids", type=int, multiple=True, help="Id to remove (repeatable).")
+@click.option("--path", "paths", multiple=True, help="Indexed path to remove (repeatable).")
+def remove_command(index_dir: Path, ids: tuple[int, ...], paths: tuple[str, ...]) -> None:
+    """Remove vectors by id or by path; ids of the others never change."""
+    if not ids and not paths:
+        raise click.UsageError("give at least one --id or --path")
+    with _failures_as_click_errors():
+        index = open_index(index_dir, mmap=False, device="cpu")
+        removed = index.remove(ids=ids, paths=paths)
+        index.save()
+    click.echo(f"removed {len(removed)} vectors; {index.count} remain in {index_dir}")
+
+
+@index_group.command("info")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_command(index_dir: Path, as_json: bool) -> None:
+    """Print what an index holds and how it was made."""
+    try:
+        info = open_index(index_dir, mmap=True, device="cpu").info()
+    except IndexStoreError as error:
+        raise click.UsageError(str(error)) from error
+    click.echo(json.dumps(info, indent=2) if as_json else _format_info(info))
+
+
+@click.command("query")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a PNG contact sheet of each query and its hits.")
+@click.option("--model", default=None, help="Defaults to the model that built the index.")
+@_device_option
+@_batch_option
+@_quiet_option
+def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bool,
+                  grid: Path | None, model: str | None, device: str, batch_size: int,
+                  quiet: bool) -> None:
+    """Search INDEX_DIR with images (files, or folders searched recursively)."""
+    try:
+        index = open_index(index_dir, mmap=True, device=device)
+        index.check_k(k)
+    except IndexStoreError as error:
+        raise click.UsageError(str(error)) from error
+    items, skipped = _expand_queries(queries)
+    answered: list[tuple[str, list[dict[str, Any]]]] = []
+    if items:
+        try:
+            embedder = load_embedder(model or _model_of(index), device, batch_size)
+            found = index.search_images([path for _, path in items], embedder, k,
+                                        progress=not quiet)
+        except IndexStoreError as error:
+            raise click.UsageError(str(error)) from error
+        skipped += [(items[i][0], items[i][1], message) for i, message in found.errors]
+        answered = [(items[r.item][1], [{"rank": h.rank, "id": h.id, "path": h.path,
+                                          "score": round(h.score, 6)} for h in r.hits])
+                    for r in found.results]
+    skipped.sort(key=lambda entry: entry[0])
+    if as_json:
+        click.echo(json.dumps({
+            "results": [{"query": query, "hits": hits} for query, hits in answered],
+            "skipped": [{"path": path, "error": error} for _, path, error in skipped],
+        }, indent=2))
+    else:
+        _print_answers(answered, skipped)
+    if grid is not None and answered:
+        draw_grid([GridRow(query, [(h["path"], h["score"]) for h in hits])
+                   for query, hits in answered], grid)
+    if skipped:
+        click.get_current_context().exit(EXIT_SKIPPED)
+
+
+COMMANDS = [index_group, query_command]
+
+
+@contextlib.contextmanager
+def _failures_as_click_errors() -> Iterator[None]:
+    """Index and source problems end the command with their message, not a traceback."""
+    try:
+        yield
+    except IndexStoreError as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _model_of(index: RetrievalIndex) -> str:
+    return index.manifest.model.get("name") or DEFAULT_MODEL
+
+
+def _expand_queries(queries: Sequence[str]
+                    ) -> tuple[list[tuple[int, str]], list[tuple[int, str, str]]]:
+    """Query files with their positions, and (position, path, error) for what cannot be read."""
+    entries: list[tuple[str, str | None]] = []
+    for given in queries:
+        path = Path(given)
+        if path.is_dir():
+            files = [(str(p), None) for p in _iter_image_files(path)]
+            entries += files or [(given, f"{given}: no images in folder")]
+        elif path.exists():
+            entries.append((given, None))
+        else:
+            entries.append((given, f"{given}: no such file or folder"))
+    items = [(i, path) for i, (path, error) in enumerate(entries) if error is None]
+    skipped = [(i, path, error) for i, (path, error) in enumerate(entries) if error is not None]
+    return items, skipped
+
+
+def _print_answers(answered: list[tuple[str, list[dict[str, Any]]]],
+                   skipped: list[tuple[int, str, str]]) -> None:
+    for query, hits in answered:
+        click.echo(query)
+        for hit in hits:
+            click.echo(f"  {hit['rank']:>4}  {hit['score']:.4f}  id {hit['id']:<8} {hit['path']}")
+    for _, _, error in skipped:  # messages name their file
+        click.echo(f"skipped: {error}", err=True)
+
+
+def _finish_ingest(index: RetrievalIndex, source: Source, result: IngestResult,
+                   verb: str) -> None:
+    for _, message in result.errors[:MAX_LISTED_SKIPS]:
+        click.echo(f"skipped: {message}", err=True)
+    if len(result.errors) > MAX_LISTED_SKIPS:
+        click.echo(f"... and {len(result.errors) - MAX_LISTED_SKIPS} more skipped", err=True)
+    click.echo(f"{verb} {len(result.ids)} of {len(source)} items from {source.origin}; "
+               f"{index.count} vectors in {index.directory}")
+    if result.errors:
+        click.get_current_context().exit(EXIT_SKIPPED)
+
+
+def _format_info(info: dict[str, Any]) -> str:
+    tuned = info["tuned"]
+    if "recall" in tuned:
+        probe = f"nprobe {tuned['nprobe']}, " if "nprobe" in tuned else ""
+        search = (f"{probe}recall@{tuned['recall_k']} {tuned['recall']:.3f} on "
+                  f"{tuned['queries']} queries (measured at {tuned['measured_on']} vectors)")
+    else:
+        search = "exact"
+    model = info["model"]
+    lines = {
+        "directory": info["directory"],
+        "vectors": info["count"],
+        "next id": info["next_id"],
+        "dimension": info["dim"],
+        "metric": info["metric"],
+        "factory": info["factory"],
+        "search": search,
+        "model": f"{model.get('name') or '?'} (fingerprint {model['fingerprint']})",
+        "created": info["created"],
+        "updated": f"{info['updated']} (generation {info['generation']})",
+        "memory-mapped": "yes" if info["memory_mapped"] else "no",
+        "format version": info["format_version"],
+    }
+    width = max(len(key) for key in lines)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in lines.items())

@@ -1,0 +1,88 @@
+"""Optional GPU acceleration: clone an index to every GPU for search, k-means on GPU for training.
+
+The CPU index stays the one source of truth (it is what gets saved); GPU copies are disposable.
+FAISS GPU kernels cap k and nprobe at 2048, so larger requests run on the CPU with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import faiss
+import numpy as np
+
+from indexer.errors import DeviceError
+from indexer.tuning import recall_at_k
+
+DEVICES = ("auto", "cpu", "cuda")
+GPU_MAX_K = 2048
+GPU_MAX_NPROBE = 2048
+# float16 storage halves GPU memory; it is used only when it changes almost no top-k result.
+FLOAT16_MIN_RECALL = 0.99
+
+
+def gpu_count() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def resolve_device(device: str) -> str:
+    """'cpu' or 'cuda' for a requested 'auto' | 'cpu' | 'cuda'."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if gpu_count() > 0:
+        return "cuda"
+    if device == "cuda":
+        raise DeviceError("device 'cuda' requested but FAISS sees no GPU on this machine")
+    return "cpu"
+
+
+def gpu_limit_problem(k: int, nprobe: int | None) -> str | None:
+    """Why a search with these parameters cannot run on GPU, or None when it can."""
+    if k > GPU_MAX_K:
+        return f"k={k} exceeds the GPU limit of {GPU_MAX_K}"
+    if nprobe is not None and nprobe > GPU_MAX_NPROBE:
+        return f"nprobe={nprobe} exceeds the GPU limit of {GPU_MAX_NPROBE}"
+    return None
+
+
+def clone_to_gpus(index: faiss.Index, float16: bool, nprobe: int | None = None) -> faiss.Index:
+    """A search-only copy of `index` replicated on every GPU."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.useFloat16 = float16
+    options.shard = False
+    clone = faiss.index_cpu_to_all_gpus(index, co=options)
+    if nprobe is not None:
+        faiss.GpuParameterSpace().set_index_parameter(clone, "nprobe", nprobe)
+    return clone
+
+
+def float16_recall(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None
+                   ) -> float:
+    """How many of the float32 GPU top-k results a float16 GPU copy still returns."""
+    _, reference = clone_to_gpus(index, float16=False, nprobe=nprobe).search(queries, k)
+    _, found = clone_to_gpus(index, float16=True, nprobe=nprobe).search(queries, k)
+    return recall_at_k(found, reference)
+
+
+@contextlib.contextmanager
+def gpu_clustering(index: faiss.Index) -> Iterator[None]:
+    """Run the k-means of an IVF index's training on the GPUs (its slowest step on CPU)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        yield
+        return
+    try:
+        assigner = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
+    except RuntimeError as error:
+        warnings.warn(f"cannot train on GPU ({error}); training on CPU", stacklevel=3)
+        yield
+        return
+    ivf.clustering_index = assigner
+    try:
+        yield
+    finally:
+        ivf.clustering_index = None

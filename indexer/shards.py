@@ -1,0 +1,171 @@
+"""Resumable embedding: items are embedded shard by shard and each shard is saved atomically.
+
+An interrupted build leaves finished shards in BUILD_ROOT/<key>/, the key being a digest of the
+items, the model fingerprint and the shard size; the next run over the same items with the same
+model reloads them and embeds only the rest. Shards are
+concatenated in item order, so a resumed build yields exactly the arrays an uninterrupted one
+would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from indexer.embedding import EmbedderLike
+from retrieval.fileio import atomic_path
+
+DEFAULT_SHARD_SIZE = 8192
+
+
+@dataclass(frozen=True)
+class EmbeddedItems:
+    """Vectors of the items that embedded, with their positions, and why the others failed."""
+
+    vectors: np.ndarray  # float32 (n_ok, D)
+    ordinals: np.ndarray  # int64 (n_ok,), positions in the source items, increasing
+    errors: list[tuple[int, str]]
+
+
+def item_key(item: Any) -> str:
+    """A stable text identity for an item, used to tell whether shards match the items."""
+    if isinstance(item, dict):
+        return json.dumps(item, sort_keys=True, default=str)
+    return str(item)
+
+
+def items_digest(items: Sequence[Any]) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(item_key(item).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def build_key(items: Sequence[Any], embedder: EmbedderLike, shard_size: int) -> str:
+    """Names the folder of one build's shards: same items, model and shard size, same key."""
+    plan = f"{items_digest(items)}|{embedder.fingerprint}|{embedder.dim}|{shard_size}"
+    return hashlib.sha256(plan.encode("utf-8")).hexdigest()[:16]
+
+
+def shard_path(build_dir: Path, number: int) -> Path:
+    return build_dir / f"shard-{number:05d}.npz"
+
+
+def embed_in_shards(
+    items: Sequence[Any],
+    embedder: EmbedderLike,
+    build_root: str | Path,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    progress: bool = True,
+) -> EmbeddedItems:
+    """Embed `items`, reusing shards that an interrupted run over the same items left behind.
+
+    Each distinct build gets its own folder under `build_root`, so several pending ingests
+    (say two `add` calls before a save) or a retry with another model never mix their shards.
+    """
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    build_dir = Path(build_root) / build_key(items, embedder, shard_size)
+    bounds = [
+        (start, min(start + shard_size, len(items)))
+        for start in range(0, len(items), shard_size)
+    ]
+    shards = {
+        number: shard
+        for number, (start, stop) in enumerate(bounds)
+        if (shard := _read_shard(shard_path(build_dir, number), start, stop, embedder.dim))
+        is not None
+    }
+    already = sum(stop - start for number, (start, stop) in enumerate(bounds) if number in shards)
+    with tqdm(total=len(items), initial=already, unit="img", desc="embedding",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for number, (start, stop) in enumerate(bounds):
+            if number in shards:
+                continue
+            shard = _embed_shard(items[start:stop], start, embedder)
+            _write_shard(shard_path(build_dir, number), shard)
+            shards[number] = shard
+            bar.update(stop - start)
+    return _concatenate([shards[number] for number in range(len(bounds))], embedder.dim)
+
+
+def discard_builds(build_root: str | Path) -> None:
+    """Remove all shards once their vectors are safely elsewhere."""
+    shutil.rmtree(build_root, ignore_errors=True)
+
+
+def _embed_shard(items: Sequence[Any], start: int, embedder: EmbedderLike) -> EmbeddedItems:
+    result = embedder.embed(list(items), progress=False)
+    vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+    ok = np.asarray(result.ok, dtype=np.int64)
+    if vectors.ndim != 2 or vectors.shape != (len(ok), embedder.dim):
+        raise ValueError(
+            f"embedder returned vectors of shape {vectors.shape} for {len(ok)} items, "
+            f"expected ({len(ok)}, {embedder.dim})"
+        )
+    order = np.argsort(ok, kind="stable")  # ids follow item order whatever the embedder's order
+    failed = sorted((int(i) + start, str(message)) for i, message in result.errors)
+    shard = EmbeddedItems(vectors=vectors[order], ordinals=ok[order] + start, errors=failed)
+    if not _covers_exactly(shard, start, start + len(items)):
+        raise ValueError("embedder must report every item exactly once, as embedded or failed")
+    return shard
+
+
+def _write_shard(path: Path, shard: EmbeddedItems) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            vectors=shard.vectors,
+            ordinals=shard.ordinals,
+            error_ordinals=np.array([i for i, _ in shard.errors], dtype=np.int64),
+            error_messages=np.array([m for _, m in shard.errors], dtype=np.str_),
+        )
+
+
+def _read_shard(path: Path, start: int, stop: int, dim: int) -> EmbeddedItems | None:
+    """A finished shard, or None when it is missing or unusable (then it is embedded again)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            shard = EmbeddedItems(
+                vectors=data["vectors"].astype(np.float32, copy=False),
+                ordinals=data["ordinals"].astype(np.int64, copy=False),
+                errors=[
+                    (int(i), str(m))
+                    for i, m in zip(data["error_ordinals"], data["error_messages"], strict=True)
+                ],
+            )
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        warnings.warn(f"{path}: unreadable shard ({error}); embedding it again", stacklevel=3)
+        return None
+    if shard.vectors.shape != (len(shard.ordinals), dim) or not _covers_exactly(shard, start, stop):
+        warnings.warn(f"{path}: shard does not match its items; embedding it again", stacklevel=3)
+        return None
+    return shard
+
+
+def _covers_exactly(shard: EmbeddedItems, start: int, stop: int) -> bool:
+    positions = np.concatenate([shard.ordinals, np.array([i for i, _ in shard.errors], np.int64)])
+    return np.array_equal(np.sort(positions), np.arange(start, stop))
+
+
+def _concatenate(shards: list[EmbeddedItems], dim: int) -> EmbeddedItems:
+    if not shards:
+        return EmbeddedItems(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), [])
+    return EmbeddedItems(
+        vectors=np.concatenate([s.vectors for s in shards]),
+        ordinals=np.concatenate([s.ordinals for s in shards]),
+        errors=[error for s in shards for error in s.errors],
+    )

@@ -1,0 +1,87 @@
+"""Measure how much an approximate index misses, and tune IVF `nprobe` to a recall target.
+
+Recall@k here is the fraction of the exact top-k (brute-force inner product over all database
+vectors) that the index returns in its own top-k, averaged over held-out sample queries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+
+RECALL_K = 100
+TARGET_RECALL = 0.95
+MAX_QUERIES = 1000
+QUERY_SEED = 4321
+
+
+def sample_queries(n: int, exclude: np.ndarray, count: int = MAX_QUERIES,
+                   seed: int = QUERY_SEED) -> np.ndarray:
+    """Positions of query vectors, taken outside `exclude` (the training sample) when possible."""
+    held_out = np.setdiff1d(np.arange(n, dtype=np.int64), exclude)
+    pool = held_out if len(held_out) >= min(count, n) else np.arange(n, dtype=np.int64)
+    size = min(count, len(pool))
+    return np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
+
+
+def exact_neighbours(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
+                     ) -> np.ndarray:
+    """Ids of the exact top-k by inner product: the ground truth recall is measured against."""
+    _, positions = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return ids[positions]
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over rows of |found ∩ truth| / k; missing results (-1) count as misses."""
+    if found.shape != truth.shape:
+        raise ValueError(f"found {found.shape} and truth {truth.shape} must have the same shape")
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2) & (found >= 0)
+    return float(hits.sum() / truth.size)
+
+
+def set_nprobe(index: faiss.Index, nprobe: int) -> None:
+    faiss.extract_index_ivf(index).nprobe = int(nprobe)
+
+
+def tune_nprobe(index: faiss.Index, truth: np.ndarray, queries: np.ndarray,
+                target: float = TARGET_RECALL) -> tuple[int, float]:
+    """Smallest power-of-two nprobe whose recall reaches `target` (or all lists if none does).
+
+    Leaves `index` set to the chosen nprobe and returns it with the recall measured there.
+    """
+    nlist = faiss.extract_index_ivf(index).nlist
+    nprobe = 1
+    while True:
+        set_nprobe(index, nprobe)
+        _, found = index.search(queries, truth.shape[1])
+        recall = recall_at_k(found, truth)
+        if recall >= target or nprobe >= nlist:
+            return nprobe, recall
+        nprobe = min(nprobe * 2, nlist)
+
+
+def tune_index(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray,
+               training: np.ndarray, k: int = RECALL_K, target: float = TARGET_RECALL
+               ) -> dict[str, Any]:
+    """Search parameters and measured recall to store with the index; {} for exact indexes."""
+    if _is_exact(index) or len(vectors) == 0:
+        return {}
+    k = min(k, len(vectors))
+    queries = vectors[sample_queries(len(vectors), training)]
+    truth = exact_neighbours(vectors, ids, queries, k)
+    tuned: dict[str, Any] = {"recall_k": k, "queries": len(queries), "measured_on": len(vectors)}
+    if faiss.try_extract_index_ivf(index) is not None:
+        nprobe, recall = tune_nprobe(index, truth, queries, target)
+        tuned.update(nprobe=nprobe, target=target)
+    else:
+        _, found = index.search(queries, k)
+        recall = recall_at_k(found, truth)
+    tuned["recall"] = recall
+    return tuned
+
+
+def _is_exact(index: faiss.Index) -> bool:
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    return isinstance(inner, faiss.IndexFlat)

@@ -1,0 +1,235 @@
+"""The blur-aware embedding network and the margin-softmax training head.
+
+The published method (ECCV 2024) puts a blur-estimation and a localisation branch next to the
+descriptor branch and feeds their hidden layers into the final embedding, so the descriptor
+"knows" how blurred the object is and where its streak lies. The paper's 2048-channel ResNet-50
+sizes are scaled here to the backbone's C channels (C -> C, C -> C/2 -> C/8 -> out), so any timm
+CNN can serve as the backbone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file as load_safetensors
+from torch import nn
+
+from retrieval.model.gem import GeM
+
+DEFAULT_BACKBONE = "mobilenetv3_small_100"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneWeightsError(ValueError):
+    """A local backbone weights file is missing, unreadable or does not fit the backbone."""
+
+
+@dataclass(frozen=True)
+class NetOutput:
+    """What one forward pass predicts.
+
+    embedding: [B, D] float32, unit L2 norm: the retrieval vector.
+    blur_value: [B] in (0, 1), the predicted v = 1 - blur severity; None without a blur head.
+    box: [B, 4] in (0, 1), the normalised (cx, cy, w, h) of the blur streak; None without a
+        localisation head.
+    """
+
+    embedding: torch.Tensor
+    blur_value: torch.Tensor | None
+    box: torch.Tensor | None
+
+
+class AuxiliaryBranch(nn.Module):
+    """GeM -> C/2 hidden -> C/8 -> `out_dim` sigmoid outputs.
+
+    The hidden C/2 activation is returned too because the final embedding consumes it.
+    """
+
+    def __init__(self, in_channels: int, out_dim: int) -> None:
+        super().__init__()
+        self.pool = GeM()
+        self.hidden = nn.Sequential(nn.Linear(in_channels, in_channels // 2), nn.ReLU())
+        self.predict = nn.Sequential(
+            nn.Linear(in_channels // 2, in_channels // 8),
+            nn.ReLU(),
+            nn.Linear(in_channels // 8, out_dim),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.hidden(self.pool(features))
+        return hidden, self.predict(hidden)
+
+
+class BlurAwareNet(nn.Module):
+    """Backbone + descriptor / blur / localisation branches -> unit embedding.
+
+    Callers pass RGB images in [0, 1], shape [B, 3, H, W]; ImageNet normalisation happens inside
+    so every caller (trainer, embedder, benchmark) feeds pixels the same way. With a head
+    disabled its hidden layer is left out of the embedding and its prediction is None, which
+    gives the `standard` baseline from the same class.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        embedding_dim: int = 128,
+        blur_head: bool = True,
+        loc_head: bool = True,
+        pretrained: bool = False,
+        backbone_weights: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if pretrained and backbone_weights is not None:
+            raise ValueError("give either pretrained=True or backbone_weights, not both")
+        self.backbone_name = backbone
+        self.embedding_dim = embedding_dim
+        self.backbone = timm.create_model(
+            backbone, pretrained=pretrained, num_classes=0, global_pool=""
+        )
+        if backbone_weights is not None:
+            load_backbone_weights(self.backbone, backbone_weights)
+        channels = int(self.backbone.num_features)
+        if channels < 8:
+            raise ValueError(f"backbone {backbone!r} has {channels} channels; at least 8 needed")
+
+        self.register_buffer(
+            "pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False
+        )
+        self.descriptor = nn.Sequential(GeM(), nn.Linear(channels, channels), nn.ReLU())
+        self.blur_branch = AuxiliaryBranch(channels, 1) if blur_head else None
+        self.loc_branch = AuxiliaryBranch(channels, 4) if loc_head else None
+        concat_dim = channels + (channels // 2) * (int(blur_head) + int(loc_head))
+        self.project = nn.Linear(concat_dim, embedding_dim)
+
+    @property
+    def has_blur_head(self) -> bool:
+        return self.blur_branch is not None
+
+    @property
+    def has_loc_head(self) -> bool:
+        return self.loc_branch is not None
+
+    def architecture(self) -> dict:
+        """The constructor arguments that fix the state-dict layout (stored in checkpoints)."""
+        return {
+            "backbone": self.backbone_name,
+            "embedding_dim": self.embedding_dim,
+            "blur_head": self.has_blur_head,
+            "loc_head": self.has_loc_head,
+        }
+
+    def forward(self, images: torch.Tensor) -> NetOutput:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected RGB images [B, 3, H, W], got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
+        features = self.backbone.forward_features((images - self.pixel_mean) / self.pixel_std)
+        if features.ndim != 4:
+            raise ValueError(
+                f"backbone {self.backbone_name!r} returned features of shape "
+                f"{tuple(features.shape)}; a CNN feature map [B, C, h, w] is required"
+            )
+        parts = [self.descriptor(features)]
+        blur_value = box = None
+        if self.blur_branch is not None:
+            hidden, prediction = self.blur_branch(features)
+            parts.append(hidden)
+            blur_value = prediction.squeeze(1).float()
+        if self.loc_branch is not None:
+            hidden, box = self.loc_branch(features)
+            parts.append(hidden)
+            box = box.float()
+        embedding = F.normalize(self.project(torch.cat(parts, dim=1)).float(), dim=1)
+        return NetOutput(embedding=embedding, blur_value=blur_value, box=box)
+
+
+class MarginSoftmaxHead(nn.Module):
+    """Additive cosine-margin softmax (CosFace) over the training instances.
+
+    logits = scale * (cos(embedding, w_c) - margin * [c == label]); feed them to
+    `margin_softmax_loss`. Rows of the weight are L2-normalised at every use, so only their
+    direction matters; they start as Gaussian vectors of about unit length (std 1/sqrt(D)),
+    i.e. random directions spread uniformly on the sphere, with a scale on which Adam's steps
+    move them at a sensible rate. Kept outside BlurAwareNet so inference checkpoints do not
+    carry one row per training instance.
+    """
+
+    def __init__(
+        self, embedding_dim: int, num_classes: int, scale: float = 30.0, margin: float = 0.15
+    ) -> None:
+        super().__init__()
+        if embedding_dim < 1 or num_classes < 1:
+            raise ValueError(
+                f"embedding_dim and num_classes must be >= 1, got {embedding_dim}, {num_classes}"
+            )
+        self.num_classes = num_classes
+        self.scale = scale
+        self.margin = margin
+        initial = torch.randn(num_classes, embedding_dim) / math.sqrt(embedding_dim)
+        self.weight = nn.Parameter(initial)
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """[B, num_classes] cosine between each embedding and each class direction."""
+        return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight, dim=1))
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled logits; with `labels` the target logit of each row is lowered by scale*margin."""
+        cosine = self.cosine(embeddings)
+        if labels is None:
+            return self.scale * cosine
+        if labels.shape != (embeddings.shape[0],):
+            raise ValueError(f"labels must have shape [{embeddings.shape[0]}], got {labels.shape}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}")
+        target = F.one_hot(labels.long(), self.num_classes).to(cosine.dtype)
+        return self.scale * (cosine - self.margin * target)
+
+    def extra_repr(self) -> str:
+        return f"classes={self.num_classes}, scale={self.scale}, margin={self.margin}"
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into a timm backbone, never unpickling arbitrary objects.
+
+    Keys the backbone lacks (a classifier saved with a full model) are ignored; keys the
+    backbone needs but the file lacks, or tensors of the wrong shape, are an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneWeightsError(f"{path}: backbone weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_safetensors(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # each reader raises its own types for corrupt files
+        raise BackboneWeightsError(f"{path}: cannot read backbone weights: {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneWeightsError(f"{path}: not a state dict of tensors")
+    try:
+        result = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise BackboneWeightsError(f"{path}: weights do not fit the backbone: {exc}") from exc
+    if result.missing_keys:
+        shown = ", ".join(result.missing_keys[:5])
+        raise BackboneWeightsError(
+            f"{path}: {len(result.missing_keys)} backbone tensors missing from the file "
+            f"(e.g. {shown})"
+        )
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters, e.g. to report model size next to speed."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

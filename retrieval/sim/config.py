@@ -1,0 +1,51 @@
+"""Simulator settings that every rendered pixel depends on; stored with each data set."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Image size, motion sampling and exposure schedule.
+
+    The published data used a 24-step linear motion imaged with exposures of 0..10
+    steps; `substeps` instant frames per step make the blur streak continuous (0 picks,
+    per trajectory, a frame about every 1.5 pixels of motion).
+    """
+
+    height: int = 96
+    width: int = 128
+    seed: int = 0
+    steps: int = 24
+    exposures: int = 11
+    substeps: int = 0
+    object_radius: tuple[float, float] = (0.17, 0.26)  # fraction of min(height, width)
+    streak_ratio: tuple[float, float] = (0.35, 3.2)  # longest streak / object diameter
+    max_rotation_deg: float = 30.0  # per axis, over the whole `steps`-step motion
+    depth_change: float = 0.25  # relative scale change over the whole motion
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.height < 16 or self.width < 16:
+            raise ValueError(f"image size must be at least 16x16, got {self.height}x{self.width}")
+        if not 1 <= self.exposures <= self.steps + 1:
+            raise ValueError("exposures must be between 1 and steps + 1")
+
+    @property
+    def crop_size(self) -> int:
+        """Side of the square window each instant frame of the object is rendered in."""
+        largest_radius = self.object_radius[1] * min(self.height, self.width)
+        return 2 * math.ceil(largest_radius * (1 + self.depth_change) * 1.05) + 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SimConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("object_radius", "streak_ratio"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)

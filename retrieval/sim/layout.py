@@ -1,0 +1,112 @@
+"""Which images a data set holds: presets, instance splits, trajectories and roles.
+
+Splits depend only on (category, instance index), never on how many instances a
+preset asks for, so test instances of one preset are never training instances of
+another (the shipped models are trained on `train` instances only). For test
+instances the trajectories are split into query and database trajectories; which
+exposures become queries or database images depends on rendered blur levels and is
+decided in `synth.py` with `select_query_exposures` / `select_database_exposure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.sim.objects import DISTRACTOR_BASE, MAX_CATEGORIES
+
+# Split of instance index i of category c: _SPLIT_PATTERN[(i + 7c) % 20] (70/15/15).
+_SPLIT_PATTERN = tuple(
+    "test" if p in (2, 9, 16) else "val" if p in (5, 12, 19) else "train" for p in range(20)
+)
+BENCHMARK_LEVELS = tuple(range(1, 7))
+DISTRACTOR_TRAJECTORIES = 10  # trajectories per distractor instance, one image each
+
+
+@dataclass(frozen=True)
+class Preset:
+    categories: int
+    instances: int
+    trajectories: int
+    height: int
+    width: int
+    distractors: int = 0
+
+
+PRESETS = {
+    "tiny": Preset(categories=4, instances=20, trajectories=3, height=96, width=128, distractors=40),
+    "small": Preset(categories=40, instances=40, trajectories=8, height=96, width=128),
+    "paper": Preset(categories=40, instances=30, trajectories=120, height=240, width=320),
+}
+
+
+def instance_split(category: int, local_instance: int) -> str:
+    if local_instance >= DISTRACTOR_BASE:
+        return "distractor"
+    return _SPLIT_PATTERN[(local_instance + 7 * category) % len(_SPLIT_PATTERN)]
+
+
+@dataclass(frozen=True)
+class TrajectoryJob:
+    """One trajectory to render and what its images are for."""
+
+    split: str  # train, val, test
+    category: int
+    instance: int  # local index
+    trajectory: int
+    kind: str  # "all" (train/val: every exposure), "query", "database"
+
+
+def query_trajectory_count(trajectories: int) -> int:
+    """Test trajectories used for queries; the rest (at least one) hold database images."""
+    return max(1, trajectories // 3) if trajectories > 1 else 0
+
+
+def plan_trajectories(preset: Preset) -> list[TrajectoryJob]:
+    if not 1 <= preset.categories <= MAX_CATEGORIES:
+        raise ValueError(f"categories must be in 1..{MAX_CATEGORIES}")
+    if preset.instances < 1 or preset.trajectories < 1:
+        raise ValueError("instances and trajectories must be at least 1")
+    jobs = []
+    queries = query_trajectory_count(preset.trajectories)
+    for category in range(preset.categories):
+        for instance in range(preset.instances):
+            split = instance_split(category, instance)
+            for trajectory in range(preset.trajectories):
+                kind = "all" if split != "test" else "query" if trajectory < queries else "database"
+                jobs.append(TrajectoryJob(split, category, instance, trajectory, kind))
+    return jobs
+
+
+def select_query_exposures(levels: list[int]) -> dict[int, int]:
+    """Level -> exposure: the first exposure reaching each benchmark level 1..6."""
+    chosen: dict[int, int] = {}
+    for exposure, level in enumerate(levels):
+        if level in BENCHMARK_LEVELS and level not in chosen:
+            chosen[level] = exposure
+    return chosen
+
+
+def select_database_exposure(levels: list[int], trajectory: int) -> int:
+    """Exposure whose level is closest to the round-robin target 1..6 (balanced levels)."""
+    target = BENCHMARK_LEVELS[trajectory % len(BENCHMARK_LEVELS)]
+    return min(range(len(levels)), key=lambda e: (abs(levels[e] - target), e))
+
+
+def distractor_table(count: int, categories: int, seed: int, exposures: int) -> dict[str, np.ndarray]:
+    """Columns of `count` distractor rows, vectorised so a million rows cost seconds.
+
+    Row k belongs to category k % categories; within it, consecutive rows walk the
+    trajectories of one distractor instance. The exposure is a hash of (seed, k),
+    which mixes blur levels without rendering anything.
+    """
+    k = np.arange(count, dtype=np.int64)
+    category = k % categories
+    within = k // categories
+    instance = DISTRACTOR_BASE + within // DISTRACTOR_TRAJECTORIES
+    trajectory = within % DISTRACTOR_TRAJECTORIES
+    mixed = (k * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF
+    mixed = ((mixed ^ (mixed >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    exposure = (mixed ^ (mixed >> 12)) % exposures
+    return {"category": category, "instance": instance, "trajectory": trajectory, "exposure": exposure}

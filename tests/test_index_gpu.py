@@ -1,0 +1,73 @@
+"""Device choice and GPU limits; GPU search paths run only where FAISS sees a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from test_index_fakes import FakeEmbedder, virtual_source
+
+from indexer import gpu
+from indexer.api import build_index, open_index
+from indexer.errors import DeviceError
+
+HAS_GPU = faiss.get_num_gpus() > 0
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="FAISS sees no GPU")
+needs_no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU fallback")
+
+
+def test_cpu_is_always_available() -> None:
+    assert gpu.resolve_device("cpu") == "cpu"
+
+
+def test_unknown_device_is_refused() -> None:
+    with pytest.raises(ValueError, match="tpu"):
+        gpu.resolve_device("tpu")
+
+
+@needs_no_gpu
+def test_without_gpu_auto_means_cpu_and_cuda_is_an_error() -> None:
+    assert gpu.resolve_device("auto") == "cpu"
+    with pytest.raises(DeviceError, match="no GPU"):
+        gpu.resolve_device("cuda")
+
+
+@pytest.mark.parametrize(("k", "nprobe", "problem"), [
+    (10, None, None), (2048, 2048, None), (2049, None, "k=2049"), (5, 4096, "nprobe=4096"),
+])
+def test_gpu_limits(k: int, nprobe: int | None, problem: str | None) -> None:
+    found = gpu.gpu_limit_problem(k, nprobe)
+    assert found is None if problem is None else problem in found
+
+
+@pytest.fixture()
+def gpu_index_dir(tmp_path: Path) -> Path:
+    build_index(virtual_source(3_000), FakeEmbedder(dim=32), tmp_path / "idx", device="cuda",
+                exact_threshold=1_000, progress=False)
+    return tmp_path / "idx"
+
+
+@needs_gpu
+def test_gpu_search_matches_cpu_search(gpu_index_dir: Path) -> None:
+    queries = FakeEmbedder(dim=32).vectors_of([{"row": n} for n in range(0, 3_000, 97)])
+    _, on_gpu = open_index(gpu_index_dir, device="cuda").search_vectors(queries, k=10)
+    _, on_cpu = open_index(gpu_index_dir, device="cpu").search_vectors(queries, k=10)
+    assert np.array_equal(on_gpu[:, 0], np.arange(0, 3_000, 97))
+    assert np.mean(on_gpu == on_cpu) > 0.95
+
+
+@needs_gpu
+def test_gpu_build_saves_a_cpu_index_with_a_float16_decision(gpu_index_dir: Path) -> None:
+    manifest_index = faiss.read_index(str(next(gpu_index_dir.glob("index.*.faiss"))))
+    assert faiss.try_extract_index_ivf(manifest_index) is not None  # a CPU type, readable here
+    assert isinstance(open_index(gpu_index_dir).manifest.tuned["gpu_float16"], bool)
+
+
+@needs_gpu
+def test_k_above_the_gpu_limit_falls_back_to_cpu(gpu_index_dir: Path) -> None:
+    index = open_index(gpu_index_dir, device="cuda")
+    with pytest.warns(UserWarning, match="k=2049"):
+        _, ids = index.search_vectors(FakeEmbedder(dim=32).vectors_of([{"row": 1}]), k=2049)
+    assert ids[0, 0] == 1

@@ -1,0 +1,134 @@
+"""Automatic index choice and nprobe tuning, on a 20k-vector set with a low exact threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_index_fakes import FakeEmbedder, random_unit_vectors, virtual_source
+
+from indexer.api import build_index, open_index
+from indexer.cli import index_group
+from indexer.errors import InvalidFactoryError
+from indexer.factory import auto_factory, create_index, ivf_list_count, training_positions
+from indexer.tuning import exact_neighbours, recall_at_k, sample_queries, tune_nprobe
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def ivf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ivf") / "idx"
+    build_index(virtual_source(20_000), FakeEmbedder(dim=DIM), out, exact_threshold=1_000,
+                progress=False)
+    return out
+
+
+def test_auto_builds_a_tuned_ivf_index_above_the_threshold(ivf_dir: Path) -> None:
+    index = open_index(ivf_dir)
+    info = index.info()
+    assert info["factory"] == "IVF512,Flat"
+    tuned = info["tuned"]
+    assert tuned["recall"] >= 0.95 and tuned["recall_k"] == 100 and tuned["queries"] == 1000
+    assert tuned["nprobe"] in {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+
+
+def test_stored_recall_holds_on_fresh_queries(ivf_dir: Path) -> None:
+    index = open_index(ivf_dir)
+    embedder = FakeEmbedder(dim=DIM)
+    database = embedder.vectors_of([{"row": n} for n in range(20_000)])
+    queries = random_unit_vectors(200, DIM, seed=11)
+    truth = exact_neighbours(database, np.arange(20_000), queries, 100)
+    _, found = index.search_vectors(queries, k=100)
+    assert recall_at_k(found, truth) >= 0.93  # tuned for 0.95 on another sample
+
+
+def test_ivf_finds_database_vectors_and_supports_removal(ivf_dir: Path, tmp_path: Path) -> None:
+    embedder = FakeEmbedder(dim=DIM)
+    rows = list(range(0, 20_000, 997))
+    _, ids = open_index(ivf_dir).search_vectors(
+        embedder.vectors_of([{"row": r} for r in rows]), k=1)
+    assert ids[:, 0].tolist() == rows
+
+    index = open_index(ivf_dir, mmap=False)
+    index.remove(ids=rows[:3])
+    _, ids = index.search_vectors(embedder.vectors_of([{"row": r} for r in rows[:3]]), k=5)
+    assert not set(rows[:3]) & set(ids.ravel().tolist())
+
+
+def test_ivf_index_is_memory_mapped(ivf_dir: Path) -> None:
+    assert open_index(ivf_dir, mmap=True).info()["memory_mapped"] is True
+
+
+@pytest.mark.parametrize(("n", "expected"), [
+    (1, "IDMap2,Flat"), (100_000, "IDMap2,Flat"), (100_001, "IVF1024,Flat"),
+    (1_000_000, "IVF4096,Flat"), (3_000_000, "IVF8192,SQ8"),
+])
+def test_auto_factory_by_size(n: int, expected: str) -> None:
+    assert auto_factory(n) == expected
+
+
+@pytest.mark.parametrize(("n", "nlist"), [(20_000, 512), (1_001, 16), (39, 1), (1, 1)])
+def test_list_count_is_a_trainable_power_of_two(n: int, nlist: int) -> None:
+    assert ivf_list_count(n) == nlist
+
+
+def test_flat_factories_are_wrapped_for_stable_ids() -> None:
+    index, used = create_index("Flat", 8)
+    assert used == "IDMap2,Flat" and isinstance(index, faiss.IndexIDMap2)
+    index, used = create_index("IVF4,Flat", 8)
+    assert used == "IVF4,Flat"
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    with pytest.raises(InvalidFactoryError, match="IVFx"):
+        create_index("IVFx", 8)
+
+
+def test_too_few_vectors_to_train_the_factory_are_named(tmp_path: Path) -> None:
+    with pytest.raises(InvalidFactoryError, match=r"IVF64,Flat.*training points \(20\)"):
+        build_index(virtual_source(20), FakeEmbedder(dim=DIM), tmp_path / "idx",
+                    factory="IVF64,Flat", progress=False)
+
+
+def test_training_sample_is_deterministic_and_bounded() -> None:
+    index, _ = create_index("IVF4,Flat", 8)
+    first = training_positions(index, 1_000)
+    assert len(first) == 4 * 64 and np.array_equal(first, training_positions(index, 1_000))
+    assert np.all(np.diff(first) > 0)
+    assert np.array_equal(training_positions(index, 100), np.arange(100))
+
+
+def test_recall_on_a_hand_computed_case() -> None:
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = np.array([[4, 3, 9, 1], [5, -1, -1, -1]])
+    assert recall_at_k(found, truth) == pytest.approx((3 / 4 + 1 / 4) / 2)
+    with pytest.raises(ValueError, match="same shape"):
+        recall_at_k(found[:, :2], truth)
+
+
+def test_query_sample_avoids_the_training_sample() -> None:
+    queries = sample_queries(1_000, np.arange(0, 1_000, 2), count=100)
+    assert len(queries) == 100 and np.all(queries % 2 == 1)
+    assert len(sample_queries(50, np.arange(50), count=100)) == 50
+
+
+def test_tuning_stops_at_all_lists_when_the_target_is_out_of_reach() -> None:
+    vectors = random_unit_vectors(2_000, 8, seed=2)
+    index, _ = create_index("IVF16,Flat", 8)
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(2_000))
+    queries = vectors[:50]
+    truth = exact_neighbours(vectors, np.arange(2_000), queries, 10)
+    nprobe, recall = tune_nprobe(index, truth, queries, target=1.01)
+    assert nprobe == 16 and recall == pytest.approx(1.0)
+    nprobe, recall = tune_nprobe(index, truth, queries, target=0.5)
+    assert nprobe < 16 and recall >= 0.5
+
+
+def test_info_command_shows_the_measured_recall(ivf_dir: Path) -> None:
+    tuned = open_index(ivf_dir).info()["tuned"]
+    text = CliRunner().invoke(index_group, ["info", str(ivf_dir)]).output
+    assert (f"nprobe {tuned['nprobe']}, recall@100 {tuned['recall']:.3f} on 1000 queries "
+            "(measured at 20000 vectors)") in text
