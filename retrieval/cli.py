@@ -50,13 +50,15 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--distractors", type=click.IntRange(min=0), help="Distractor images.")
 @click.option("--virtual", is_flag=True, help="Write no image files: rows are rendered on demand.")
+@click.option("--splits", default="train,val,test", show_default=True,
+              help="Instance splits to render (comma-separated); distractors are always added.")
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write an exposure contact sheet PNG.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=_POSITIVE, default=32, show_default=True,
               help="Trajectories rendered together.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def synth(out_dir, preset, categories, instances, trajectories, size, seed, distractors, virtual,
-          preview, device, batch_size, quiet):
+          splits, preview, device, batch_size, quiet):
     """Render a synthetic motion-blur data set into OUT_DIR (PNGs + manifest.parquet)."""
     from retrieval.sim.config import SimConfig
     from retrieval.sim.preview import write_preview
@@ -72,8 +74,12 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
         chosen = replace(chosen, height=size[0], width=size[1])
     config = SimConfig(height=chosen.height, width=chosen.width, seed=seed)
     device = resolve_device(device)
+    chosen_splits = [part.strip() for part in splits.split(",") if part.strip()]
+    if not chosen_splits or set(chosen_splits) - {"train", "val", "test"}:
+        raise click.BadParameter(f"expected a subset of train,val,test, got {splits!r}",
+                                 param_hint="--splits")
     manifest = synthesize(out_dir, chosen, config, virtual=virtual, device=device,
-                          batch_size=batch_size, progress=not quiet)
+                          batch_size=batch_size, progress=not quiet, splits=chosen_splits)
     click.echo(f"wrote {manifest}")
     if preview:
         click.echo(f"wrote {write_preview(preview, config)}")

@@ -197,6 +197,7 @@ def test_every_preset_has_a_sensible_plan():
         (["--preset", "huge"], "huge"),
         (["--categories", "0"], "0"),
         (["--trajectories", "-1"], "-1"),
+        (["--splits", "train,bogus"], "subset of train,val,test"),
     ],
 )
 def test_bad_synth_arguments_give_click_errors(tmp_path, args, message):
@@ -216,3 +217,10 @@ def test_synth_command_writes_manifest_and_preview(tmp_path):
     table = read_manifest(tmp_path / "ds")
     assert table.filter(pc.equal(table["role"], "distractor")).num_rows == 5
     assert (tmp_path / "preview.png").stat().st_size > 0
+
+
+def test_synth_can_render_only_the_test_split(tmp_path):
+    preset = Preset(categories=1, instances=20, trajectories=2, height=32, width=48, distractors=3)
+    synthesize(tmp_path, preset, SimConfig(height=32, width=48), splits=("test",), progress=False)
+    roles = set(read_manifest(tmp_path)["role"].to_pylist())
+    assert roles == {"query", "database", "distractor"}

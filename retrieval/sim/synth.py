@@ -112,11 +112,19 @@ def synthesize(
     device: str = "cpu",
     batch_size: int = 32,
     progress: bool = True,
+    splits: Sequence[str] = ("train", "val", "test"),
 ) -> Path:
-    """Render the data set described by `preset` into `out_dir`; returns the manifest path."""
+    """Render the data set described by `preset` into `out_dir`; returns the manifest path.
+
+    `splits` limits which instance splits are rendered (a benchmark needs only "test");
+    distractor rows are always added.
+    """
+    unknown = set(splits) - {"train", "val", "test"}
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}: choose from train, val, test")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = plan_trajectories(preset)
+    jobs = [job for job in plan_trajectories(preset) if job.split in splits]
     all_exposures = tuple(range(config.exposures))
     total = len(jobs) + (0 if virtual else preset.distractors)
     bar = tqdm(total=total, unit="traj", desc="synth", disable=not progress, smoothing=0.1)
@@ -152,7 +160,7 @@ def synthesize(
     manifest = out_dir / MANIFEST_NAME
     write_manifest(manifest, _columns(rows), config)
     write_json_atomic(out_dir / "synth.json", {
-        "preset": asdict(preset), "sim": config.to_dict(), "virtual": virtual,
+        "preset": asdict(preset), "sim": config.to_dict(), "virtual": virtual, "splits": list(splits),
         "rows": len(rows), "roles": _role_counts(rows),
     })
     return manifest
