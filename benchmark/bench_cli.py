@@ -63,3 +63,36 @@ def bench_sim(sizes, batch, seconds, backbone, device, json_path):
 
 
 COMMANDS = [bench]
+
+
+@bench.command("index")
+@click.option("--n", "count", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Database vectors.")
+@click.option("--dim", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--factory", "factories", multiple=True, default=("exact", "auto"), show_default=True,
+              help="exact, auto or a FAISS factory string; repeat for several.")
+@click.option("--brute-force-queries", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="FAISS threads (default: FAISS's choice).")
+@click.option("--spread", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Noise around cluster centres of the synthetic vectors (harder when larger).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report here.")
+def bench_index(count, dim, queries, k, factories, brute_force_queries, threads, spread, seed, device,
+                quiet, json_path):
+    """Build time, QPS, latency, memory and recall of exact and auto indexes against brute force."""
+    from benchmark.index_speed import format_summary, run_index_benchmark
+
+    try:
+        report = run_index_benchmark(n=count, dim=dim, queries=queries, k=k, seed=seed, device=device,
+                                     factories=factories, brute_force_queries=brute_force_queries,
+                                     progress=not quiet, omp_threads=threads, spread=spread)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    click.echo(format_summary(report))
+    if json_path:
+        write_json_atomic(json_path, report)

@@ -1,0 +1,182 @@
+"""Embed the benchmark items once per method into resumable on-disk matrices.
+
+Loading is the costly part for virtual rows (each is rendered) and files (each is decoded), so
+every batch of items is loaded once and handed, as pixels, to every method that takes the same
+input size; loader processes prepare the next batch while the networks run. An embedder that
+declares no `image_size` (a remote service, a test double) gets the items themselves.
+
+Vectors go to `<name>-<fingerprint>.npy` (memory-mapped, float32, one row per item, NaN rows for
+items that failed), and a JSON state next to it says how many items are done; a run that stops
+resumes there. The state is written only after the vectors it covers are flushed, and names the
+items it was made for, so vectors of another item list are never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from indexer.embedding import EmbedderLike
+from retrieval.embed import PixelBatches, default_workers, pixel_loader
+from retrieval.fileio import write_json_atomic
+
+STREAM_BATCH = 256  # items loaded together and embedded by every method
+SAVE_EVERY_S = 60.0
+
+
+def safe_name(name: str) -> str:
+    """A method name fit for a file name (methods may be named by checkpoint paths)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+class VectorCacheError(ValueError):
+    """A cached vector file that cannot be used; the message names the file."""
+
+
+class VectorFile:
+    """One method's vectors for the item list, with the count of items already embedded."""
+
+    def __init__(self, directory: Path, name: str, embedder: EmbedderLike, count: int,
+                 items_key: str) -> None:
+        stem = f"{safe_name(name)}-{embedder.fingerprint}"
+        self.path = directory / f"{stem}.npy"
+        self.state_path = directory / f"{stem}.json"
+        self.key = {"items": items_key, "count": count, "dim": int(embedder.dim),
+                    "fingerprint": embedder.fingerprint}
+        state = self._read_state()
+        if state is not None and state.get("key") == self.key and self.path.is_file():
+            self.vectors = self._open_existing(count, int(embedder.dim))
+            self.done = int(state["done"])
+            self.errors = [(int(i), str(m)) for i, m in state["errors"]]
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.vectors = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32,
+                                                     shape=(count, int(embedder.dim)))
+            self.done, self.errors = 0, []
+
+    def _read_state(self) -> dict | None:
+        if not self.state_path.is_file():
+            return None
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise VectorCacheError(f"{self.state_path}: unreadable state ({error}); "
+                                   "delete it to embed again") from error
+
+    def _open_existing(self, count: int, dim: int) -> np.memmap:
+        try:
+            vectors = np.load(self.path, mmap_mode="r+")
+        except (OSError, ValueError) as error:
+            raise VectorCacheError(f"{self.path}: unreadable vectors ({error}); "
+                                   "delete it to embed again") from error
+        if vectors.shape != (count, dim) or vectors.dtype != np.float32:
+            raise VectorCacheError(f"{self.path}: holds {vectors.dtype} {vectors.shape}, "
+                                   f"expected float32 ({count}, {dim})")
+        return vectors
+
+    def store(self, positions: np.ndarray, result: Any, failures: list[tuple[int, str]]) -> None:
+        """Write vectors of `positions[result.ok]`; failed items become NaN rows."""
+        ok = positions[np.asarray(result.ok, dtype=np.int64)]
+        self.vectors[ok] = result.vectors
+        failed = failures + [(int(positions[i]), message) for i, message in result.errors]
+        for position, _ in failed:
+            self.vectors[position] = np.nan
+        self.errors.extend(failed)
+
+    def rewind(self, done: int) -> None:
+        """Forget what was recorded past `done`: those items are about to be embedded again."""
+        self.done = min(self.done, done)
+        self.errors = [error for error in self.errors if error[0] < done]
+
+    def save(self, done: int) -> None:
+        self.vectors.flush()
+        self.done = done
+        write_json_atomic(self.state_path, {"key": self.key, "done": done, "errors": self.errors})
+
+
+def _input_size(embedder: EmbedderLike) -> tuple[int, int] | None:
+    size = getattr(embedder, "image_size", None)
+    return None if size is None else (int(size[0]), int(size[1]))
+
+
+def _loaded_batches(items: Sequence[Any], size: tuple[int, int] | None, first: int,
+                    workers: int, render_device: str
+                    ) -> Iterator[tuple[np.ndarray, list[Any], list[tuple[int, str]]]]:
+    """(item positions, what to embed, load failures) per batch, from batch `first` on."""
+    starts = range(0, len(items), STREAM_BATCH)
+    batches = [range(start, min(start + STREAM_BATCH, len(items))) for start in starts]
+    if size is None:
+        for batch in batches[first:]:
+            yield np.arange(batch.start, batch.stop), [items[i] for i in batch], []
+        return
+    dataset = PixelBatches(items, batches, size, render_device)
+    loader = pixel_loader(dataset, workers if len(batches) - first > 1 else 0,
+                          order=range(first, len(batches)))
+    for loaded in loader:
+        pixels = loaded["pixels"].numpy()
+        errors = [(int(i), str(message)) for i, message in loaded["errors"]]
+        yield loaded["ok"].numpy(), list(pixels), errors
+
+
+def embed_items(items: Sequence[Any], embedders: Mapping[str, EmbedderLike], directory: Path,
+                items_key: str, progress: bool = True, workers: int | None = None
+                ) -> dict[str, VectorFile]:
+    """Embed every item with every method (resuming earlier work); returns the vector files."""
+    files = {name: VectorFile(directory, name, embedder, len(items), items_key)
+             for name, embedder in embedders.items()}
+    groups: dict[tuple[int, int] | None, list[str]] = {}
+    for name, embedder in embedders.items():
+        groups.setdefault(_input_size(embedder), []).append(name)
+    workers = default_workers() if workers is None else workers
+    for size, names in groups.items():
+        _embed_group(items, size, {n: embedders[n] for n in names}, [files[n] for n in names],
+                     progress, workers)
+    return files
+
+
+def _embed_group(items: Sequence[Any], size: tuple[int, int] | None,
+                 embedders: Mapping[str, EmbedderLike], files: list[VectorFile],
+                 progress: bool, workers: int) -> None:
+    done = min(f.done for f in files)
+    if done >= len(items):
+        return
+    first = done // STREAM_BATCH
+    for file in files:
+        file.rewind(first * STREAM_BATCH)
+    device = str(getattr(next(iter(embedders.values())), "device", "cpu"))
+    render_device = "cpu" if workers else device
+    saved_at = time.monotonic()
+    with tqdm(total=len(items), initial=first * STREAM_BATCH, unit="img",
+              desc="embed " + ", ".join(embedders), disable=not progress, dynamic_ncols=True,
+              smoothing=0.05) as bar:
+        batches = _loaded_batches(items, size, first, workers, render_device)
+        for number, (positions, payload, failures) in enumerate(batches, start=first):
+            for file, embedder in zip(files, embedders.values()):
+                file.store(positions, embedder.embed(payload), failures)
+            bar.update(len(positions) + len(failures))
+            if time.monotonic() - saved_at > SAVE_EVERY_S:
+                for file in files:
+                    file.save(min((number + 1) * STREAM_BATCH, len(items)))
+                saved_at = time.monotonic()
+    for file in files:
+        file.save(len(items))
+
+
+def failed_positions(files: Mapping[str, VectorFile], count: int) -> np.ndarray:
+    """Bool per item: True where any method failed, so every method sees the same items."""
+    failed = np.zeros(count, dtype=bool)
+    for file in files.values():
+        failed[[position for position, _ in file.errors]] = True
+    return failed
+
+
+def all_errors(files: Mapping[str, VectorFile]) -> list[tuple[int, str]]:
+    """Failures of every method, each (item, message) once, in item order."""
+    return sorted({error for file in files.values() for error in file.errors})

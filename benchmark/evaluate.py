@@ -1,0 +1,153 @@
+"""Run every method on identical data: embed once, index, search every query, score.
+
+All methods embed the same items from the same loaded pixels (`benchmark.embedding`); an item
+that fails for one method is left out for all. For each method an exact streaming pass gives the
+rank of every positive (full-ranking mAP) and the exact top-100. The top-100 that is scored is
+the index's answer: for an exact factory that is the exact pass itself (the same inner products
+a flat FAISS index computes, with deterministic ties); for an approximate one a FAISS index is
+built with the `indexer` functions, and its recall@100 against the exact top-100 is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from benchmark.embedding import all_errors, embed_items, failed_positions
+from benchmark.protocol import BenchmarkSet
+from benchmark.ranking import ExactResult, exact_search
+from benchmark.scoring import RANK_DEPTH, per_query_metrics, stratify
+from indexer import gpu
+from indexer.embedding import EmbedderLike
+from indexer.factory import AUTO, EXACT_FACTORY, create_index, resolve_factory, train, training_positions
+from indexer.tuning import tune_index
+from indexer.vectors import ADD_CHUNK, add_in_chunks
+
+EXACT = "exact"  # alias accepted for `factory`
+EXACT_FACTORIES = ("Flat", "IDMap,Flat", EXACT_FACTORY)
+
+
+class EvaluationError(ValueError):
+    """A benchmark that cannot be scored (e.g. no database image could be embedded)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    embedder: EmbedderLike
+    checkpoint: str | None = None  # where its weights came from, for the report
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    name: str
+    factory: str  # FAISS factory searched with
+    approximate: bool
+    tuned: dict  # search parameters chosen for an approximate index (e.g. nprobe)
+    ranked_ids: np.ndarray  # (Q, RANK_DEPTH) database indices scored, -1 pads
+    ranked_scores: np.ndarray  # (Q, RANK_DEPTH)
+    exact: ExactResult
+    per_query: dict[str, np.ndarray]
+    summary: dict  # `scoring.stratify` output
+
+
+@dataclass
+class Evaluation:
+    query_rows: np.ndarray  # positions in bench.queries of the evaluated queries
+    database_valid: np.ndarray  # bool per database row: embedded by every method
+    errors: list[tuple[int, str]]  # (item position: queries first, then database, message)
+    runs: list[MethodRun] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(bench: BenchmarkSet, methods: Sequence[Method], work_dir: str | Path,
+             factory: str = AUTO, device: str = "cpu", progress: bool = True,
+             workers: int | None = None) -> Evaluation:
+    """Embed (resumably, vectors cached in `work_dir`), search and score every method.
+
+    `factory`: "auto" (exact up to 100k vectors), "exact", or a FAISS factory string.
+    """
+    if not methods:
+        raise ValueError("no method to evaluate")
+    items = bench.items()
+    started = time.perf_counter()
+    files = embed_items(items, {m.name: m.embedder for m in methods}, Path(work_dir),
+                        bench.queries.digest() + bench.database.digest(), progress, workers)
+    num_queries = len(bench.queries)
+    failed = failed_positions(files, len(items))
+    evaluation = Evaluation(query_rows=np.flatnonzero(~failed[:num_queries]),
+                            database_valid=~failed[num_queries:], errors=all_errors(files))
+    evaluation.timings["embed"] = time.perf_counter() - started
+    if not evaluation.database_valid.any():
+        raise EvaluationError(f"{bench.manifest}: no database item could be embedded; first error: "
+                         f"{evaluation.errors[0][1] if evaluation.errors else 'none'}")
+    for method in methods:
+        vectors = files[method.name].vectors
+        queries = np.asarray(vectors[:num_queries][evaluation.query_rows])
+        run = _run_method(bench, method.name, queries, vectors[num_queries:], evaluation,
+                          factory, device, progress)
+        evaluation.runs.append(run)
+    return evaluation
+
+
+def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: np.ndarray,
+                evaluation: Evaluation, factory: str, device: str, progress: bool) -> MethodRun:
+    labels = bench.query_labels[evaluation.query_rows]
+    valid = evaluation.database_valid
+    started = time.perf_counter()
+    exact = exact_search(queries, database, labels, bench.database_labels, RANK_DEPTH,
+                         valid=valid, progress=progress, desc=f"search {name}")
+    evaluation.timings[f"exact search: {name}"] = time.perf_counter() - started
+    chosen = EXACT_FACTORY if factory == EXACT else resolve_factory(factory, int(valid.sum()))
+    approximate = chosen not in EXACT_FACTORIES
+    ranked_ids, ranked_scores, tuned = exact.top_ids, exact.top_scores, {}
+    if approximate:
+        started = time.perf_counter()
+        index, chosen, tuned = build_faiss_index(database, valid, chosen, device, progress)
+        scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), RANK_DEPTH)
+        ranked_ids, ranked_scores = ids.astype(np.int64), scores
+        evaluation.timings[f"index build and search: {name}"] = time.perf_counter() - started
+    per_query = per_query_metrics(ranked_ids, labels, bench.database_labels, exact)
+    knn = (ranked_ids, exact.top_ids) if approximate else None
+    return MethodRun(
+        name=name, factory=chosen, approximate=approximate, tuned=tuned,
+        ranked_ids=ranked_ids, ranked_scores=ranked_scores, exact=exact, per_query=per_query,
+        summary=stratify(per_query, bench.query_levels[evaluation.query_rows], knn),
+    )
+
+
+def build_faiss_index(database: np.ndarray, valid: np.ndarray, factory: str, device: str,
+                      progress: bool) -> tuple[faiss.Index, str, dict]:
+    """A trained, filled, tuned FAISS index of the valid rows, ids = database positions.
+
+    Rows are read from `database` (possibly memory-mapped) in chunks; tuning holds the valid
+    rows in memory once, as `indexer` does when it builds an index.
+    """
+    positions = np.flatnonzero(valid).astype(np.int64)
+    index, used = create_index(factory, database.shape[1])
+    training = np.zeros(0, dtype=np.int64)
+    if not index.is_trained:
+        training = training_positions(index, len(positions))
+        clustering = gpu.gpu_clustering(index) if _faiss_gpu(device) else contextlib.nullcontext()
+        with clustering:
+            train(index, np.asarray(database[positions[training]], dtype=np.float32), used)
+    with tqdm(total=len(positions), unit="vec", unit_scale=True, desc=f"index {used}",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(positions), ADD_CHUNK):
+            chunk = positions[start:start + ADD_CHUNK]
+            add_in_chunks(index, np.asarray(database[chunk], dtype=np.float32), chunk)
+            bar.update(len(chunk))
+    vectors = np.asarray(database[positions], dtype=np.float32)
+    tuned = tune_index(index, vectors, positions, training)
+    return index, used, tuned
+
+
+def _faiss_gpu(device: str) -> bool:
+    return device == "cuda" and gpu.gpu_count() > 0

@@ -1,0 +1,156 @@
+"""`blur-retrieval bench map`: mAP by blur level of several methods on identical data."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import click
+
+from retrieval.cli import resolve_device
+from retrieval.sim.layout import PRESETS
+
+DEFAULT_METHODS = "blur-aware,standard,sharp-only"
+DATA_DIR = "data"
+CACHE_DIR = ".cache"
+
+
+@click.command("map")
+@click.option("--data", type=click.Path(exists=True),
+              help="Data set folder holding manifest.parquet, or the manifest itself. "
+                   "Default: synthesize the --preset into OUT/data.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True,
+              help="Data set to synthesize when --data is not given.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Simulator seed of the synthesized data set.")
+@click.option("--distractors", type=click.IntRange(min=0),
+              help="Distractors in the database: the data set's own first, then virtual rows "
+                   "(no files). Default: those of the data set or preset.")
+@click.option("--methods", default=DEFAULT_METHODS, show_default=True,
+              help="Comma-separated shipped checkpoint names or checkpoint directories.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench-map",
+              show_default=True, help="Report folder (embeddings are cached in OUT/.cache).")
+@click.option("--factory", default="auto", show_default=True,
+              help="'auto' (exact up to 100k vectors, IVF above), 'exact', or a FAISS factory.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per network forward.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def map_command(data, preset, seed, distractors, methods, out_dir, factory, device, batch_size,
+                quiet):
+    """Compare methods by mAP@100 per blur level 1..6, with distractors; write the report."""
+    from benchmark.embedding import VectorCacheError
+    from benchmark.evaluate import EvaluationError, evaluate
+    from benchmark.plots import PLOT_NAME, draw_level_grids, plot_map_by_level
+    from benchmark.protocol import ProtocolError, load_benchmark_set
+    from benchmark.report import build_report, terminal_table, write_report
+    from indexer.errors import InvalidFactoryError
+
+    started = time.perf_counter()
+    progress = not quiet
+    device = resolve_device(device)
+    out = Path(out_dir)
+    loaded = _load_methods(_method_names(methods), device, batch_size)
+    factory = _checked_factory(factory, {m.embedder.dim for m in loaded})
+    if data is None:
+        manifest = _synthesized_manifest(out / DATA_DIR, preset, seed, device, progress)
+        distractors = PRESETS[preset].distractors if distractors is None else distractors
+    else:
+        manifest = Path(data)
+    try:
+        bench = load_benchmark_set(manifest, distractors)
+    except ProtocolError as error:
+        raise click.ClickException(str(error)) from error
+    data_seconds = time.perf_counter() - started
+    try:
+        evaluation = evaluate(bench, loaded, out / CACHE_DIR, factory, device, progress)
+    except (EvaluationError, InvalidFactoryError, VectorCacheError) as error:
+        raise click.ClickException(str(error)) from error
+    evaluation.timings = {"data": data_seconds, **evaluation.timings}
+    config = {
+        "data": str(manifest), "synthesized": data is None,
+        "preset": {"name": preset, **asdict(PRESETS[preset])} if data is None else None,
+        "seed": seed if data is None else None, "distractors_requested": distractors,
+        "factory": factory, "device": device, "batch_size": batch_size,
+    }
+    report = build_report(config, bench, evaluation, loaded, files={})
+    drawing = time.perf_counter()
+    plot_map_by_level(report["results"], out / PLOT_NAME)
+    grids = draw_level_grids(bench, evaluation, out)
+    report["timings_s"]["plots and grids"] = time.perf_counter() - drawing
+    report["timings_s"]["total"] = time.perf_counter() - started
+    report["files"] = {"plot": PLOT_NAME, "grids": {str(k): v for k, v in grids.items()}}
+    json_path, markdown_path = write_report(out, report)
+    click.echo(terminal_table(report, "map100"))
+    click.echo(f"wrote {markdown_path}, {json_path} and {out / PLOT_NAME}")
+
+
+def _method_names(value: str) -> list[str]:
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise click.BadParameter("give at least one method", param_hint="--methods")
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"a method is listed twice: {value}", param_hint="--methods")
+    return names
+
+
+def _load_methods(names: list[str], device: str, batch_size: int) -> list:
+    """Every embedder, loaded before any long work so a wrong name fails at once."""
+    from benchmark.evaluate import Method
+    from retrieval.embed import load_embedder
+    from retrieval.model import CheckpointError, resolve_checkpoint
+
+    methods = []
+    for name in names:
+        try:
+            embedder = load_embedder(name, device=device, batch_size=batch_size)
+            checkpoint = str(resolve_checkpoint(name).resolve())
+        except CheckpointError as error:
+            raise click.ClickException(f"method {name!r}: {error}") from error
+        methods.append(Method(name=name, embedder=embedder, checkpoint=checkpoint))
+    return methods
+
+
+def _checked_factory(factory: str, dims: set[int]) -> str:
+    """A FAISS factory string is checked by building it empty, before hours of embedding."""
+    from benchmark.evaluate import EXACT
+    from indexer.errors import InvalidFactoryError
+    from indexer.factory import AUTO, create_index
+
+    if factory not in (AUTO, EXACT):
+        for dim in dims:
+            try:
+                create_index(factory, dim)
+            except InvalidFactoryError as error:
+                raise click.BadParameter(str(error), param_hint="--factory") from error
+    return factory
+
+
+def _synthesized_manifest(folder: Path, preset: str, seed: int, device: str,
+                          progress: bool) -> Path:
+    """The preset's data set in `folder`: made once, reused by later runs with equal settings.
+
+    Images are virtual rows (rendered when embedded) and distractors are added by the
+    benchmark, so nothing but the manifest is written.
+    """
+    from retrieval.manifest import MANIFEST_NAME
+    from retrieval.sim.config import SimConfig
+    from retrieval.sim.synth import synthesize
+
+    chosen = replace(PRESETS[preset], distractors=0)
+    config = SimConfig(height=chosen.height, width=chosen.width, seed=seed)
+    wanted = json.loads(json.dumps({"preset": asdict(chosen), "sim": config.to_dict(),
+                                    "virtual": True}))
+    record = folder / "synth.json"
+    if (folder / MANIFEST_NAME).is_file():
+        made = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+        if {key: made.get(key) for key in wanted} == wanted:
+            return folder / MANIFEST_NAME
+        raise click.ClickException(
+            f"{folder}: holds a data set made with other settings; remove it or choose "
+            "another --out"
+        )
+    return synthesize(folder, chosen, config, virtual=True, device=device, progress=progress)
