@@ -85,4 +85,10 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
         click.echo(f"wrote {write_preview(preview, config)}")
 
 
-COMMANDS = [synth]
+def _commands() -> list[click.Command]:
+    from retrieval.train_cli import train_command
+
+    return [synth, train_command]
+
+
+COMMANDS = _commands()

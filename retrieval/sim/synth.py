@@ -161,7 +161,7 @@ def synthesize(
     write_manifest(manifest, _columns(rows), config)
     write_json_atomic(out_dir / "synth.json", {
         "preset": asdict(preset), "sim": config.to_dict(), "virtual": virtual, "splits": list(splits),
-        "rows": len(rows), "roles": _role_counts(rows),
+        "rows": len(rows), "roles": _role_counts(rows), "query_levels": _query_levels(rows),
     })
     return manifest
 
@@ -171,6 +171,17 @@ def _role_counts(rows: list[_Row]) -> dict[str, int]:
     for row in rows:
         counts[row.role] = counts.get(row.role, 0) + 1
     return counts
+
+
+def _query_levels(rows: list[_Row]) -> dict[str, float | int]:
+    """Queries per blur level and each level's share (every level 1..6 should hold >= 10%)."""
+    levels = [row.level for row in rows if row.role == "query"]
+    summary: dict[str, float | int] = {}
+    for level in range(1, 7):
+        count = levels.count(level)
+        summary[f"level_{level}"] = count
+        summary[f"level_{level}_share"] = round(count / len(levels), 4) if levels else 0.0
+    return summary
 
 
 def _columns(rows: list[_Row]) -> dict[str, list]:

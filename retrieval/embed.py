@@ -1,0 +1,400 @@
+"""Turn images of any kind into unit vectors with a BlurAwareNet, batch by batch.
+
+Items may be image paths, PIL images, numpy arrays (H x W x 3 uint8, or float in [0, 1]) or
+manifest rows (a stored file, or a virtual row rendered by the simulator). Every item is made
+into 8-bit RGB and bilinearly resized to the checkpoint's input size, so a file and the virtual
+row it was written from give the same pixels and the same vector. An item that cannot be read
+or rendered is reported in `EmbedResult.errors` with a message naming it; the rest of its batch
+is embedded as usual.
+
+Pixels are prepared by a torch DataLoader whose dataset yields whole batches, so loading and
+rendering overlap with the network in worker processes while the main process only runs the
+forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from retrieval.images import ImageLoadError, load_rgb_array, to_rgb_image
+from retrieval.manifest import ManifestRow
+from retrieval.model import BlurAwareNet, load_checkpoint, model_fingerprint
+from retrieval.model.checkpoint import FINGERPRINT_KEYS
+
+DEFAULT_BATCH_SIZE = 64
+MAX_DEFAULT_WORKERS = 8
+
+
+@dataclass
+class EmbedResult:
+    """Vectors of the items that could be embedded, and why the others could not."""
+
+    vectors: np.ndarray  # float32 (n_ok, D), unit rows, in the order of `ok`
+    ok: np.ndarray  # int64 indices into the input items that succeeded, ascending
+    errors: list[tuple[int, str]]  # (index into items, message naming the item and problem)
+
+
+def default_workers() -> int:
+    """Loader processes: every core but one (kept for the network), at most 8.
+
+    Workers only pay off when a core is free: on a busy 2-core machine 0, 1 and 2 workers
+    embedded 96x128 PNGs (and virtual rows) at the same rate within noise, so the one worker
+    this gives there costs nothing, while on a GPU machine several workers keep decoding and
+    rendering ahead of the network.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS / Windows
+        cores = os.cpu_count() or 1
+    return max(0, min(MAX_DEFAULT_WORKERS, cores - 1))
+
+
+def _is_virtual(item: Any) -> bool:
+    return isinstance(item, ManifestRow) and item.path is None
+
+
+def _needs_loading(item: Any) -> bool:
+    """Files and virtual rows cost decoding or rendering; in-memory images do not."""
+    return isinstance(item, (str, os.PathLike, ManifestRow))
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    # Same call as `load_rgb_array`, so files and in-memory copies give identical pixels.
+    height, width = size
+    return np.array(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _item_pixels(item: Any, size: tuple[int, int]) -> np.ndarray:
+    """Pixels of one non-virtual item; raises ValueError/TypeError with a message naming it."""
+    if isinstance(item, ManifestRow):
+        return load_rgb_array(item.path, size)
+    if isinstance(item, (str, os.PathLike)):
+        return load_rgb_array(item, size)
+    if isinstance(item, (Image.Image, np.ndarray)):
+        try:
+            return _resized(to_rgb_image(item), size)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"in-memory {type(item).__name__}: {exc}") from exc
+    raise TypeError(
+        f"cannot embed an object of type {type(item).__name__}; give a path, a PIL image, "
+        "a numpy array or a ManifestRow"
+    )
+
+
+def _render_virtual(
+    rows: Sequence[ManifestRow], size: tuple[int, int], device: str
+) -> list[np.ndarray | str]:
+    """Rendered pixels per row, or an error message for rows that cannot be rendered.
+
+    All rows go to one `render_rows` call (it shares the work of a trajectory); if that call
+    fails, each row is rendered alone so that one bad row only costs itself.
+    """
+    from retrieval.sim.synth import render_rows  # the simulator is only needed for virtual rows
+
+    try:
+        rendered = render_rows(rows, device)
+    except Exception as exc:  # rendering arbitrary parameters can fail in many ways
+        if len(rows) == 1:
+            return [f"{rows[0].describe()}: cannot render ({type(exc).__name__}: {exc})"]
+        return [result for row in rows for result in _render_virtual([row], size, device)]
+    return [_resized(Image.fromarray(pixels), size) for pixels in rendered]
+
+
+def prepare_pixels(
+    items: Sequence[Any], size: tuple[int, int], render_device: str = "cpu"
+) -> tuple[list[np.ndarray | None], list[tuple[int, str]]]:
+    """uint8 (H, W, 3) pixels of each item at `size` (None where it failed), and the failures.
+
+    Virtual manifest rows are rendered together on `render_device`. Failures are
+    (position in `items`, message naming the file or row and the problem).
+    """
+    pixels: list[np.ndarray | None] = [None] * len(items)
+    errors: list[tuple[int, str]] = []
+    virtual = [i for i, item in enumerate(items) if _is_virtual(item)]
+    for index, item in enumerate(items):
+        if _is_virtual(item):
+            continue
+        try:
+            pixels[index] = _item_pixels(item, size)
+        except (ImageLoadError, TypeError, ValueError) as exc:
+            errors.append((index, str(exc)))
+    if virtual:
+        results = _render_virtual([items[i] for i in virtual], size, render_device)
+        for index, result in zip(virtual, results):
+            if isinstance(result, str):
+                errors.append((index, result))
+            else:
+                pixels[index] = result
+    errors.sort()
+    return pixels, errors
+
+
+class PixelBatches(Dataset):
+    """Batch `b` = the pixels of items `batches[b]`, loaded together (one render per batch).
+
+    Returns {"pixels": uint8 [n_ok, H, W, 3], "ok": int64 item indices that loaded,
+    "errors": [(item index, message)]}. Used by the embedder (consecutive batches) and the
+    trainer (P x K batches drawn by its sampler).
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Any],
+        batches: Sequence[Sequence[int]],
+        size: tuple[int, int],
+        render_device: str = "cpu",
+    ) -> None:
+        self.items = items
+        self.batches = batches
+        self.size = size
+        self.render_device = render_device
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, batch_index: int) -> dict[str, Any]:
+        indices = [int(i) for i in self.batches[batch_index]]
+        pixels, errors = prepare_pixels([self.items[i] for i in indices], self.size,
+                                        self.render_device)
+        ok = [position for position, value in enumerate(pixels) if value is not None]
+        if ok:
+            stacked = torch.from_numpy(np.stack([pixels[position] for position in ok]))
+        else:
+            stacked = torch.empty((0, *self.size, 3), dtype=torch.uint8)
+        return {
+            "pixels": stacked,
+            "ok": torch.tensor([indices[position] for position in ok], dtype=torch.int64),
+            "errors": [(indices[position], message) for position, message in errors],
+        }
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process decides how to stop (the trainer
+    # finishes its step and saves), and it shuts the workers down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+def pixel_loader(
+    dataset: PixelBatches,
+    workers: int,
+    pin_memory: bool = False,
+    order: Sequence[int] | None = None,
+) -> DataLoader:
+    """A DataLoader over whole batches (`order`: which batches, in which order; default all).
+
+    It gets its own generator so that creating it never draws from torch's global RNG, which
+    would otherwise make training depend on how often validation ran.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=order,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=_as_is,
+        worker_init_fn=_ignore_stop_signals if workers else None,
+        generator=torch.Generator(),
+    )
+
+
+def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [0, 1] on `device`.
+
+    The permuted view of HWC pixels is channels_last already, which is what CUDA convolutions
+    want; on CPU it is made contiguous (the layout the CPU kernels are tuned for).
+    """
+    images = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    if device.type == "cuda":
+        return images.contiguous(memory_format=torch.channels_last)
+    return images.contiguous()
+
+
+def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA (float16 where bf16 is unsupported); full precision on CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Embed with frozen BatchNorm statistics, then give the model back in its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _state_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the in-memory weights, for models that were never saved as a checkpoint."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        stored = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}:{stored.dtype}:{tuple(stored.shape)};".encode())
+        digest.update(stored.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Embedder:
+    """A network plus its input size: `embed(items)` gives unit float32 vectors.
+
+    `fingerprint` names the model that made the vectors (see `model_fingerprint`), so an index
+    can refuse vectors from another model.
+    """
+
+    def __init__(
+        self,
+        model: BlurAwareNet,
+        config: dict[str, Any],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if workers is not None and workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        if "image_size" not in config:
+            raise ValueError("config must give 'image_size' [H, W], the input size of the model")
+        height, width = config["image_size"]
+        self.model = model
+        self.config = dict(config)
+        self.image_size = (int(height), int(width))
+        self.dim = int(model.embedding_dim)
+        self.fingerprint = model_fingerprint(self.config)
+        self.device = model_device(model)
+        self.batch_size = batch_size
+        self.workers = default_workers() if workers is None else workers
+
+    @classmethod
+    def from_model(
+        cls,
+        model: BlurAwareNet,
+        config: dict[str, Any],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int | None = None,
+    ) -> Embedder:
+        """Embed with an in-memory model, on whatever device it sits (it is not moved).
+
+        `config` needs "image_size". When it lacks the saved weights' hash (a model that was
+        never saved), the fingerprint hashes the current in-memory weights instead: a snapshot
+        that differs from the one the same weights get once saved to a checkpoint.
+        """
+        full = {**config, **model.architecture()}
+        if "weights_sha256" not in full:
+            full["weights_sha256"] = _state_digest(model)
+        missing = [key for key in FINGERPRINT_KEYS if key not in full]
+        if missing:
+            raise ValueError(f"config lacks {missing}")
+        return cls(model, full, batch_size=batch_size, workers=workers)
+
+    def embed(self, items: Sequence[Any], progress: bool = False) -> EmbedResult:
+        """Embed `items` in order; items that fail are listed in `errors` and skipped."""
+        items = list(items)
+        starts = range(0, len(items), self.batch_size)
+        batches = [range(start, min(start + self.batch_size, len(items))) for start in starts]
+        # Workers pay off only for files or renders and when there is more than one batch;
+        # they would pickle in-memory images for nothing.
+        use_workers = len(batches) > 1 and any(_needs_loading(item) for item in items)
+        workers = self.workers if use_workers else 0
+        render_device = str(self.device) if workers == 0 else "cpu"
+        dataset = PixelBatches(items, batches, self.image_size, render_device)
+        loader = pixel_loader(dataset, workers, pin_memory=self.device.type == "cuda")
+
+        vectors: list[np.ndarray] = []
+        ok: list[torch.Tensor] = []
+        errors: list[tuple[int, str]] = []
+        bar = tqdm(total=len(items), unit="img", desc="embed", disable=not progress)
+        with _eval_mode(self.model), torch.inference_mode():
+            for batch in loader:
+                errors.extend((int(index), str(message)) for index, message in batch["errors"])
+                if len(batch["ok"]):
+                    vectors.append(self._forward(batch["pixels"]))
+                    ok.append(batch["ok"])
+                bar.update(len(batch["ok"]) + len(batch["errors"]))
+        bar.close()
+        return EmbedResult(
+            vectors=np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32),
+            ok=torch.cat(ok).numpy() if ok else np.zeros(0, dtype=np.int64),
+            errors=errors,
+        )
+
+    def _forward(self, pixels: torch.Tensor) -> np.ndarray:
+        with inference_autocast(self.device):
+            output = self.model(to_model_input(pixels, self.device))
+        return output.embedding.float().cpu().numpy()
+
+
+def load_embedder(
+    model: str = "blur-aware",
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+) -> Embedder:
+    """An Embedder from a checkpoint directory or the name of a shipped checkpoint."""
+    from retrieval.cli import resolve_device
+
+    target = torch.device(resolve_device(device))
+    network, config = load_checkpoint(model, device=target)
+    if target.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+    return Embedder(network, config, batch_size=batch_size, workers=workers)
+
+
+def forward_throughput(
+    model: BlurAwareNet,
+    image_size: tuple[int, int],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seconds: float = 3.0,
+    warmup_batches: int = 2,
+) -> float:
+    """Images per second of the bare network on ready-made input tensors.
+
+    Same precision and memory layout as `Embedder.embed`, so comparing the two at the same
+    batch size shows what loading, resizing and transfers cost on top of the network.
+    """
+    if batch_size < 1 or seconds <= 0:
+        raise ValueError(f"need batch_size >= 1 and seconds > 0, got {batch_size}, {seconds}")
+    device = model_device(model)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (batch_size, *image_size, 3), dtype=torch.uint8,
+                           generator=generator)
+    images = to_model_input(pixels, device)
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    done = 0
+    with _eval_mode(model), torch.inference_mode(), inference_autocast(device):
+        for _ in range(warmup_batches):
+            model(images)
+        synchronize()
+        start = time.perf_counter()
+        while True:
+            model(images)
+            done += batch_size
+            synchronize()
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return done / elapsed

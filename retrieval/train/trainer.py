@@ -1,0 +1,426 @@
+"""The training loop: P x K batches, the published losses, Adam, validation, resumable state.
+
+One run lives in one folder (CKPT_DIR): the best model by validation mAP@100 as an inference
+checkpoint (`model.safetensors` + `config.json`), `train_state.pt` to resume, and
+`train_log.jsonl`. A run of N steps and the same run interrupted at step k then resumed end with
+bit-identical weights on CPU: batches are a pure function of (seed, epoch, position), and the
+state carries every random generator the loop draws from.
+
+Learning rate: constant by default, as published (Adam, 1e-4). `schedule="cosine"` decays it to
+zero over the whole run, which lets larger rates (1e-3) settle; the published recipe did not use
+it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from retrieval.embed import Embedder, PixelBatches, default_workers, pixel_loader, to_model_input
+from retrieval.manifest import ManifestError, manifest_items
+from retrieval.model import (
+    DEFAULT_BACKBONE,
+    BackboneWeightsError,
+    BlurAwareNet,
+    LossConfig,
+    MarginSoftmaxHead,
+    method_spec,
+    save_checkpoint,
+    spec_for_losses,
+    total_loss,
+)
+from retrieval.train.data import (
+    PKSampler,
+    TrainingSet,
+    default_steps_per_epoch,
+    file_sha256,
+    select_training_rows,
+)
+from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, TrainError
+from retrieval.train.interrupts import StopRequests
+from retrieval.train.state import (
+    LOG_FILENAME,
+    STATE_FILENAME,
+    TrainLog,
+    load_train_state,
+    save_train_state,
+)
+from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
+
+SCHEDULES = ("constant", "cosine")
+METRIC = f"map@{TOP_K}"
+# Settings that may change between a run and its resumption: they do not touch the weights.
+_FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "resume", "stop_at_step",
+                   "progress", "checkpoint_every", "log_every", "val_batch_size"}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a run depends on; see `blur-retrieval train --help` for each option."""
+
+    data_dir: Path
+    out_dir: Path
+    method: str = "blur-aware"
+    losses: frozenset[str] | None = None  # None: the method's own losses
+    backbone: str = DEFAULT_BACKBONE
+    pretrained: bool = False
+    backbone_weights: Path | None = None
+    image_size: tuple[int, int] = (96, 128)
+    embedding_dim: int = 128
+    epochs: int = 30
+    instances_per_batch: int = 16  # P
+    images_per_instance: int = 4  # K
+    lr: float = 1e-4
+    schedule: str = "constant"
+    steps_per_epoch: int | None = None  # None: one pass over the training images
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    workers: int | None = None  # None: default_workers()
+    hard_negatives: bool = False
+    max_val_queries: int | None = 2000
+    val_batch_size: int = 64
+    device: str = "cpu"
+    resume: bool = False
+    stop_at_step: int | None = None  # pause after this global step (state saved)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    status: str  # "finished", "paused" (stop_at_step reached) or "interrupted" (signal)
+    step: int
+    epochs_done: int
+    best_metric: float | None  # best validation mAP@100 so far
+    checkpoint: Path | None  # the inference checkpoint folder, once one was written
+    skipped_images: int
+    signal: str | None = None
+
+
+def training_autocast(device: torch.device):
+    """bfloat16 autocast on CUDA GPUs that support it; float32 elsewhere (no loss scaling)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+class _LearningRateFactor:
+    """Multiplier of the base learning rate at a step (a class, so the schedule is stateless)."""
+
+    def __init__(self, schedule: str, total_steps: int) -> None:
+        self.schedule = schedule
+        self.total_steps = max(1, total_steps)
+
+    def __call__(self, step: int) -> float:
+        if self.schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
+
+
+def _warn(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+class Trainer:
+    """One run: built from settings (data checked, model made), then `run()`."""
+
+    def __init__(self, settings: TrainSettings) -> None:
+        if settings.schedule not in SCHEDULES:
+            raise TrainError(f"unknown schedule {settings.schedule!r}; choose from {SCHEDULES}")
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        self.out_dir = Path(settings.out_dir)
+        self.spec = self._method_spec()
+        self.loss_config = LossConfig(enabled=self.spec.losses,
+                                      hard_negatives=settings.hard_negatives)
+        self.data, self.validation, self.data_fingerprint = self._load_data()
+        batch_images = settings.instances_per_batch * settings.images_per_instance
+        self.steps_per_epoch = settings.steps_per_epoch or default_steps_per_epoch(
+            len(self.data.items), batch_images)
+        self.sampler = PKSampler(self.data.classes, self.data.trajectories,
+                                 settings.instances_per_batch, settings.images_per_instance,
+                                 settings.seed)
+        self.workers = default_workers() if settings.workers is None else settings.workers
+        self.log = TrainLog(self.out_dir / LOG_FILENAME)
+        self.state_path = self.out_dir / STATE_FILENAME
+        self._build_model()
+        self.step = self.epoch = self.position = self.skipped_images = 0
+        self.best_metric: float | None = None  # -inf: a validation that scored nothing
+        self._interval = {"images": 0, "start": time.perf_counter(), "sums": {}, "steps": 0}
+
+    # ----- setup ---------------------------------------------------------------------------
+    def _method_spec(self):
+        try:
+            spec = method_spec(self.settings.method)
+            return spec_for_losses(self.settings.losses) if self.settings.losses else spec
+        except ValueError as exc:
+            raise TrainError(str(exc)) from exc
+
+    def _load_data(self) -> tuple[TrainingSet, ValidationSet | None, str]:
+        settings = self.settings
+        try:
+            items, table = manifest_items(settings.data_dir)
+        except ManifestError as exc:
+            raise TrainDataError(str(exc)) from exc
+        manifest = Path(settings.data_dir)
+        manifest = manifest / "manifest.parquet" if manifest.is_dir() else manifest
+        data = select_training_rows(
+            items, table, manifest, sharp_only=settings.method == "sharp-only",
+            needs_blur="be" in self.spec.losses, needs_box="loc" in self.spec.losses)
+        if settings.instances_per_batch > data.num_classes:
+            raise TrainDataError(
+                f"{manifest}: P={settings.instances_per_batch} instances per batch, but only "
+                f"{data.num_classes} training instances have images from two trajectories")
+        validation = build_validation_set(items, table, manifest, settings.max_val_queries)
+        return data, validation, file_sha256(manifest)
+
+    def _build_model(self) -> None:
+        settings = self.settings
+        torch.manual_seed(settings.seed)
+        try:
+            model = BlurAwareNet(
+                backbone=settings.backbone, embedding_dim=settings.embedding_dim,
+                blur_head=self.spec.heads.blur_head, loc_head=self.spec.heads.loc_head,
+                pretrained=settings.pretrained, backbone_weights=settings.backbone_weights)
+        except BackboneWeightsError as exc:
+            raise TrainError(str(exc)) from exc
+        except (RuntimeError, ValueError) as exc:  # timm: RuntimeError for unknown names
+            raise TrainError(f"backbone {settings.backbone!r}: {exc}") from exc
+        head = None
+        if "cls" in self.spec.losses:
+            head = MarginSoftmaxHead(settings.embedding_dim, self.data.num_classes)
+        memory_format = (torch.channels_last if self.device.type == "cuda"
+                         else torch.contiguous_format)
+        self.model = model.to(self.device, memory_format=memory_format).train()
+        self.head = head.to(self.device) if head is not None else None
+        parameters = list(self.model.parameters())
+        if self.head is not None:
+            parameters += list(self.head.parameters())
+        self.optimizer = torch.optim.Adam(parameters, lr=settings.lr)
+        factor = _LearningRateFactor(settings.schedule, settings.epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.mining_rng = torch.Generator(device=self.device).manual_seed(settings.seed)
+
+    def _identity(self) -> dict[str, Any]:
+        """The settings that decide the weights, as plain values (stored in the state)."""
+        identity = {
+            key: value for key, value in asdict(self.settings).items()
+            if key not in _FREE_ON_RESUME
+        }
+        identity["losses"] = sorted(self.spec.losses)
+        identity["image_size"] = list(self.settings.image_size)
+        identity["backbone_weights"] = (str(self.settings.backbone_weights)
+                                        if self.settings.backbone_weights else None)
+        identity["steps_per_epoch"] = self.steps_per_epoch
+        identity["data_fingerprint"] = self.data_fingerprint
+        return identity
+
+    # ----- state -----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "best_metric": self.best_metric,
+            "skipped_images": self.skipped_images,
+            "model": self.model.state_dict(),
+            "head": self.head.state_dict() if self.head is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+            else None,
+            "mining_rng": self.mining_rng.get_state(),
+            "identity": self._identity(),
+        }
+
+    def _save_state(self) -> None:
+        save_train_state(self.state_path, self._state())
+
+    def _restore(self) -> None:
+        state = load_train_state(self.state_path)
+        saved, current = state.get("identity", {}), self._identity()
+        differing = sorted(
+            key for key in set(saved) | set(current)
+            if saved.get(key) != current.get(key)
+            and not (key == "epochs" and current["schedule"] == "constant")
+        )
+        if differing:
+            details = "; ".join(f"{key}: saved {saved.get(key)!r}, now {current.get(key)!r}"
+                                for key in differing)
+            raise ResumeError(f"{self.state_path}: cannot resume with different settings "
+                              f"({details})")
+        self.model.load_state_dict(state["model"])
+        if self.head is not None:
+            self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.mining_rng.set_state(state["mining_rng"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.best_metric = state["best_metric"]
+        self.skipped_images = state["skipped_images"]
+
+    def _start(self) -> None:
+        if self.settings.resume:
+            self._restore()
+            self.log.trim_after(self.step, self.epoch)
+        elif self.state_path.exists():
+            raise TrainError(f"{self.state_path}: a run already exists in this folder; pass "
+                             "--resume to continue it or choose another --out")
+        if self.validation is None:
+            _warn(f"{self.data.manifest}: no rows with role 'val'; the latest model is kept "
+                  "instead of the best one")
+        self.log.append({
+            "event": "resume" if self.settings.resume else "start",
+            "step": self.step, "epoch": self.epoch,
+            "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
+            "dropped_instances": self.data.dropped_instances,
+            "steps_per_epoch": self.steps_per_epoch, "losses": sorted(self.spec.losses),
+            "val_queries": len(self.validation.queries) if self.validation else 0,
+            "val_database": len(self.validation.database) if self.validation else 0,
+        })
+
+    # ----- loop ------------------------------------------------------------------------------
+    def run(self) -> TrainOutcome:
+        self._start()
+        settings = self.settings
+        total = settings.epochs * self.steps_per_epoch
+        bar = tqdm(total=total, initial=min(self.step, total), unit="step", desc="train",
+                   disable=not settings.progress, dynamic_ncols=True)
+        with StopRequests() as stop, bar:
+            while self.epoch < settings.epochs:
+                status = self._train_epoch(stop, bar)
+                if status is not None:
+                    self._save_state()
+                    return self._outcome(status, stop.requested)
+                self._end_epoch()
+        return self._outcome("finished", None)
+
+    def _outcome(self, status: str, signal_name: str | None) -> TrainOutcome:
+        has_checkpoint = (self.out_dir / "config.json").is_file()
+        best = self.best_metric if self.best_metric is not None and math.isfinite(
+            self.best_metric) else None
+        return TrainOutcome(status, self.step, self.epoch, best,
+                            self.out_dir if has_checkpoint else None, self.skipped_images,
+                            signal_name)
+
+    def _train_epoch(self, stop: StopRequests, bar: tqdm) -> str | None:
+        """Train the rest of the current epoch; "interrupted"/"paused" if it stopped early."""
+        plan = self.sampler.epoch_batches(self.epoch, self.steps_per_epoch)
+        render_device = "cpu" if self.workers else str(self.device)
+        dataset = PixelBatches(self.data.items, plan, self.settings.image_size, render_device)
+        loader = pixel_loader(dataset, self.workers, pin_memory=self.device.type == "cuda",
+                              order=range(self.position, self.steps_per_epoch))
+        batches = iter(loader)
+        for _ in range(self.position, self.steps_per_epoch):
+            if stop.requested:
+                return "interrupted"
+            self._train_step(next(batches))
+            self.position += 1
+            self.step += 1
+            bar.update(1)
+            self._log_interval(bar)
+            if self.step % self.settings.checkpoint_every == 0:
+                self._save_state()
+            if self.step == self.settings.stop_at_step:
+                return "paused"
+        return "interrupted" if stop.requested else None
+
+    def _train_step(self, batch: dict[str, Any]) -> None:
+        for index, message in batch["errors"]:
+            self.skipped_images += 1
+            _warn(f"skipped training image: {message}")
+            self.log.append({"event": "skipped_image", "step": self.step + 1,
+                             "row": int(index), "message": str(message)})
+        rows = batch["ok"].numpy()
+        if len(rows) == 0:
+            return
+        self.model.train()
+        images = to_model_input(batch["pixels"], self.device)
+        targets = self.data.targets(rows, self.device)
+        with training_autocast(self.device):
+            output = self.model(images)
+        logits = self.head(output.embedding, targets["instance"]) if self.head else None
+        loss, parts = total_loss(output, logits, targets, self.loss_config,
+                                 generator=self.mining_rng)
+        if not math.isfinite(parts["total"]):
+            raise DivergedError(f"loss became {parts['total']} at step {self.step + 1} "
+                                f"(parts {parts}); try a lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        interval = self._interval
+        interval["images"] += len(rows)
+        interval["steps"] += 1
+        for name, value in parts.items():
+            interval["sums"][name] = interval["sums"].get(name, 0.0) + value
+
+    def _log_interval(self, bar: tqdm) -> None:
+        interval = self._interval
+        if self.step % self.settings.log_every != 0 or interval["steps"] == 0:
+            return
+        elapsed = max(time.perf_counter() - interval["start"], 1e-9)
+        losses = {name: total / interval["steps"] for name, total in interval["sums"].items()}
+        rate = interval["images"] / elapsed
+        self.log.append({"event": "train", "step": self.step, "epoch": self.epoch + 1,
+                         "loss": losses, "lr": self.scheduler.get_last_lr()[0],
+                         "images_per_s": rate})
+        bar.set_postfix(loss=f"{losses['total']:.4f}", img_s=f"{rate:.1f}", refresh=False)
+        self._interval = {"images": 0, "start": time.perf_counter(), "sums": {}, "steps": 0}
+
+    def _end_epoch(self) -> None:
+        """Validate, keep the model if it is the best so far, and save the state."""
+        epochs_done = self.epoch + 1
+        metrics = None
+        if self.validation is not None:
+            embedder = Embedder.from_model(self.model, {"image_size": list(self.settings.image_size)},
+                                           batch_size=self.settings.val_batch_size,
+                                           workers=self.workers)
+            metrics = evaluate(embedder, self.validation)
+            score = metrics[METRIC] if metrics[METRIC] is not None else -math.inf
+            improved = self.best_metric is None or score > self.best_metric
+            self.log.append({"event": "validation", "epoch": epochs_done, "step": self.step,
+                             **metrics, "best": improved})
+        else:
+            score, improved = -math.inf, True
+        if improved:
+            self.best_metric = score
+            save_checkpoint(self.out_dir, self.model, self._checkpoint_config(metrics, epochs_done),
+                            half=True)
+        self.epoch, self.position = epochs_done, 0
+        self._save_state()
+
+    def _checkpoint_config(self, metrics: dict | None, epochs_done: int) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "image_size": list(settings.image_size),
+            "method": settings.method,
+            "losses": sorted(self.spec.losses),
+            "data_fingerprint": self.data_fingerprint,
+            "validation": metrics,
+            "epoch": epochs_done,
+            "step": self.step,
+            "training": {
+                "lr": settings.lr, "schedule": settings.schedule, "seed": settings.seed,
+                "batch": [settings.instances_per_batch, settings.images_per_instance],
+                "steps_per_epoch": self.steps_per_epoch, "epochs": settings.epochs,
+                "hard_negatives": settings.hard_negatives, "pretrained": settings.pretrained,
+                "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
+            },
+        }
+
+
+def train(settings: TrainSettings) -> TrainOutcome:
+    """Run (or resume) training as `settings` say; see the module docstring for the files."""
+    return Trainer(settings).run()

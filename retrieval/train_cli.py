@@ -1,0 +1,155 @@
+"""The `train` command: options in, a `TrainSettings` out, errors as click messages.
+
+Exit status: 0 when the run finished or paused at --stop-at-step; 130 when interrupted by
+Ctrl-C or SIGTERM (the state is saved, continue with --resume); 1 when the loss diverged;
+2 for usage errors (bad options, unusable data, a resume that does not match).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from retrieval.cli import parse_size, resolve_device
+
+EXIT_INTERRUPTED = 130
+
+# torch and timm are imported only when `train` runs (they take seconds to import), so the
+# names below are checked in callbacks instead of click.Choice lists.
+
+
+def _one_of(value: str, choices: list[str], what: str) -> str:
+    if value not in choices:
+        raise click.BadParameter(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+    return value
+
+
+def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from retrieval.model import METHODS
+
+    return _one_of(value, sorted(METHODS), "method")
+
+
+def _check_schedule(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from retrieval.train.trainer import SCHEDULES
+
+    return _one_of(value, list(SCHEDULES), "schedule")
+
+
+def _parse_losses(ctx: click.Context, param: click.Parameter, value: str | None):
+    from retrieval.model import LOSS_NAMES
+
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(LOSS_NAMES))
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown losses {unknown or value!r}; give a comma list of {', '.join(LOSS_NAMES)}"
+        )
+    return frozenset(names)
+
+
+def _parse_batch(ctx: click.Context, param: click.Parameter, value: str):
+    parts = value.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise click.BadParameter(f"expected P,K (instances, images per instance), got {value!r}")
+    instances, images = (int(part) for part in parts)
+    if instances < 2:
+        raise click.BadParameter(f"P must be >= 2 (negatives come from other instances), got "
+                                 f"{instances}")
+    if images < 2:
+        raise click.BadParameter(f"K must be >= 2 (positives need two images of an instance), "
+                                 f"got {images}")
+    return instances, images
+
+
+_POSITIVE = click.IntRange(min=1)
+
+
+@click.command("train")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: best checkpoint, train_state.pt, train_log.jsonl.")
+@click.option("--method", callback=_check_method, default="blur-aware", show_default=True,
+              help="blur-aware, standard (no blur/box heads) or sharp-only (blur-aware trained "
+                   "on exposure 0 only).")
+@click.option("--losses", callback=_parse_losses, metavar="LIST",
+              help="Ablation: comma list of con,cls,be,loc (overrides the method's).")
+@click.option("--backbone", help="timm model name (default: mobilenetv3_small_100).")
+@click.option("--pretrained", is_flag=True, help="ImageNet backbone weights (timm downloads).")
+@click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Local backbone weights (.safetensors or state-dict .pt).")
+@click.option("--image-size", callback=parse_size, default="96x128", show_default=True,
+              metavar="HxW", help="Network input size.")
+@click.option("--embedding-dim", type=_POSITIVE, default=128, show_default=True)
+@click.option("--epochs", type=_POSITIVE, default=30, show_default=True)
+@click.option("--batch", callback=_parse_batch, default="16,4", show_default=True, metavar="P,K",
+              help="P instances x K images per step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4,
+              show_default=True, help="Adam learning rate.")
+@click.option("--schedule", callback=_check_schedule, default="constant", show_default=True,
+              help="Learning rate over the run: constant (published) or cosine decay.")
+@click.option("--steps-per-epoch", type=_POSITIVE,
+              help="Default: training images / (P*K).")
+@click.option("--checkpoint-every", type=_POSITIVE, default=500, show_default=True,
+              help="Save the training state every N steps.")
+@click.option("--log-every", type=_POSITIVE, default=10, show_default=True,
+              help="Write a loss record every N steps.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), help="Loader processes (default: cores-1).")
+@click.option("--hard-negatives", is_flag=True,
+              help="Closest other-instance images as negatives instead of random ones.")
+@click.option("--max-val-queries", type=_POSITIVE, default=2000, show_default=True,
+              help="Cap on validation queries (evenly spread).")
+@click.option("--stop-at-step", type=_POSITIVE,
+              help="Pause after this global step, state saved (continue with --resume).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def train_command(data_dir, out_dir, method, losses, backbone, pretrained, backbone_weights,
+                  image_size, embedding_dim, epochs, batch, lr, schedule, steps_per_epoch,
+                  checkpoint_every, log_every, seed, workers, hard_negatives, max_val_queries,
+                  stop_at_step, device, resume, quiet):
+    """Train an embedding network on the train rows of DATA_DIR/manifest.parquet."""
+    from retrieval.train import DivergedError, TrainError, TrainSettings, train
+
+    if not (data_dir / "manifest.parquet").is_file() and not data_dir.is_file():
+        raise click.BadParameter(f"{data_dir}: no manifest.parquet there",
+                                 param_hint="DATA_DIR")
+    if pretrained and backbone_weights is not None:
+        raise click.UsageError("give either --pretrained or --backbone-weights, not both")
+    chosen_backbone = {"backbone": backbone} if backbone else {}
+    settings = TrainSettings(
+        data_dir=data_dir, out_dir=out_dir, method=method, losses=losses, **chosen_backbone,
+        pretrained=pretrained, backbone_weights=backbone_weights, image_size=image_size,
+        embedding_dim=embedding_dim, epochs=epochs, instances_per_batch=batch[0],
+        images_per_instance=batch[1], lr=lr, schedule=schedule, steps_per_epoch=steps_per_epoch,
+        checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, workers=workers,
+        hard_negatives=hard_negatives, max_val_queries=max_val_queries,
+        device=resolve_device(device), resume=resume, stop_at_step=stop_at_step,
+        progress=not quiet,
+    )
+    try:
+        outcome = train(settings)
+    except TrainError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except DivergedError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    best = "n/a" if outcome.best_metric is None else f"{100 * outcome.best_metric:.2f}"
+    if outcome.status == "interrupted":
+        click.echo(f"{outcome.signal}: stopped at step {outcome.step}; state saved in {out_dir}; "
+                   "continue with --resume", err=True)
+        click.get_current_context().exit(EXIT_INTERRUPTED)
+    if outcome.status == "paused":
+        click.echo(f"paused at step {outcome.step} (epoch {outcome.epochs_done}); continue with "
+                   "--resume")
+        return
+    if outcome.skipped_images:
+        click.echo(f"{outcome.skipped_images} training images could not be loaded (see "
+                   f"{out_dir / 'train_log.jsonl'})", err=True)
+    click.echo(f"trained {outcome.epochs_done} epochs ({outcome.step} steps); best validation "
+               f"mAP@100 {best}; checkpoint: {outcome.checkpoint}")
