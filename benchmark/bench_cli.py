@@ -62,7 +62,7 @@ def bench_sim(sizes, batch, seconds, backbone, device, json_path):
         })
 
 
-COMMANDS = [bench]
+
 
 
 @bench.command("index")
@@ -96,3 +96,13 @@ def bench_index(count, dim, queries, k, factories, brute_force_queries, threads,
     click.echo(format_summary(report))
     if json_path:
         write_json_atomic(json_path, report)
+
+
+def _register_map() -> None:
+    from benchmark.map_cli import map_command
+
+    bench.add_command(map_command)
+
+
+_register_map()
+COMMANDS = [bench]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from benchmark.bench_cli import COMMANDS as BENCHMARK_COMMANDS
+from benchmark.demo import demo_command
 from indexer.cli import COMMANDS as INDEXER_COMMANDS
 from retrieval import __version__
 from retrieval.cli import COMMANDS as RETRIEVAL_COMMANDS
@@ -21,7 +22,7 @@ def main() -> None:
     """Find images of moving objects from motion-blurred query photos."""
 
 
-for _command in [*RETRIEVAL_COMMANDS, *INDEXER_COMMANDS, *BENCHMARK_COMMANDS]:
+for _command in [*RETRIEVAL_COMMANDS, *INDEXER_COMMANDS, *BENCHMARK_COMMANDS, demo_command]:
     main.add_command(_command)
 
 

@@ -10,25 +10,21 @@ built with the `indexer` functions, and its recall@100 against the exact top-100
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
-from tqdm.auto import tqdm
 
 from benchmark.embedding import all_errors, embed_items, failed_positions
 from benchmark.protocol import BenchmarkSet
 from benchmark.ranking import ExactResult, exact_search
 from benchmark.scoring import RANK_DEPTH, per_query_metrics, stratify
 from indexer import gpu
+from indexer.build import build_faiss_index
 from indexer.embedding import EmbedderLike
-from indexer.factory import AUTO, EXACT_FACTORY, create_index, resolve_factory, train, training_positions
-from indexer.tuning import tune_index
-from indexer.vectors import ADD_CHUNK, add_in_chunks
+from indexer.factory import AUTO, EXACT_FACTORY, resolve_factory
 
 EXACT = "exact"  # alias accepted for `factory`
 EXACT_FACTORIES = ("Flat", "IDMap,Flat", EXACT_FACTORY)
@@ -86,8 +82,9 @@ def evaluate(bench: BenchmarkSet, methods: Sequence[Method], work_dir: str | Pat
                             database_valid=~failed[num_queries:], errors=all_errors(files))
     evaluation.timings["embed"] = time.perf_counter() - started
     if not evaluation.database_valid.any():
-        raise EvaluationError(f"{bench.manifest}: no database item could be embedded; first error: "
-                         f"{evaluation.errors[0][1] if evaluation.errors else 'none'}")
+        first = evaluation.errors[0][1] if evaluation.errors else "none"
+        raise EvaluationError(
+            f"{bench.manifest}: no database item could be embedded; first error: {first}")
     for method in methods:
         vectors = files[method.name].vectors
         queries = np.asarray(vectors[:num_queries][evaluation.query_rows])
@@ -110,8 +107,13 @@ def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: n
     ranked_ids, ranked_scores, tuned = exact.top_ids, exact.top_scores, {}
     if approximate:
         started = time.perf_counter()
-        index, chosen, tuned = build_faiss_index(database, valid, chosen, device, progress)
-        scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), RANK_DEPTH)
+        positions = np.flatnonzero(valid).astype(np.int64)  # ids = database positions
+        built = build_faiss_index(np.asarray(database[positions], dtype=np.float32), positions,
+                                  chosen, "cuda" if _faiss_gpu(device) else "cpu",
+                                  progress=progress)
+        scores, ids = built.index.search(np.ascontiguousarray(queries, dtype=np.float32),
+                                         RANK_DEPTH)
+        chosen, tuned = built.factory, built.tuned
         ranked_ids, ranked_scores = ids.astype(np.int64), scores
         evaluation.timings[f"index build and search: {name}"] = time.perf_counter() - started
     per_query = per_query_metrics(ranked_ids, labels, bench.database_labels, exact)
@@ -121,32 +123,6 @@ def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: n
         ranked_ids=ranked_ids, ranked_scores=ranked_scores, exact=exact, per_query=per_query,
         summary=stratify(per_query, bench.query_levels[evaluation.query_rows], knn),
     )
-
-
-def build_faiss_index(database: np.ndarray, valid: np.ndarray, factory: str, device: str,
-                      progress: bool) -> tuple[faiss.Index, str, dict]:
-    """A trained, filled, tuned FAISS index of the valid rows, ids = database positions.
-
-    Rows are read from `database` (possibly memory-mapped) in chunks; tuning holds the valid
-    rows in memory once, as `indexer` does when it builds an index.
-    """
-    positions = np.flatnonzero(valid).astype(np.int64)
-    index, used = create_index(factory, database.shape[1])
-    training = np.zeros(0, dtype=np.int64)
-    if not index.is_trained:
-        training = training_positions(index, len(positions))
-        clustering = gpu.gpu_clustering(index) if _faiss_gpu(device) else contextlib.nullcontext()
-        with clustering:
-            train(index, np.asarray(database[positions[training]], dtype=np.float32), used)
-    with tqdm(total=len(positions), unit="vec", unit_scale=True, desc=f"index {used}",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, len(positions), ADD_CHUNK):
-            chunk = positions[start:start + ADD_CHUNK]
-            add_in_chunks(index, np.asarray(database[chunk], dtype=np.float32), chunk)
-            bar.update(len(chunk))
-    vectors = np.asarray(database[positions], dtype=np.float32)
-    tuned = tune_index(index, vectors, positions, training)
-    return index, used, tuned
 
 
 def _faiss_gpu(device: str) -> bool:

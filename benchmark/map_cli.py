@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,10 @@ from retrieval.sim.layout import PRESETS
 DEFAULT_METHODS = "blur-aware,standard,sharp-only"
 DATA_DIR = "data"
 CACHE_DIR = ".cache"
+BENCHMARK_SPLITS = ("test",)
+
+if TYPE_CHECKING:
+    from benchmark.evaluate import Method
 
 
 @click.command("map")
@@ -38,10 +43,38 @@ CACHE_DIR = ".cache"
               show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per network forward.")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Processes loading and rendering images (default: cores - 1, at most 4).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def map_command(data, preset, seed, distractors, methods, out_dir, factory, device, batch_size,
-                quiet):
+                workers, quiet):
     """Compare methods by mAP@100 per blur level 1..6, with distractors; write the report."""
+    started = time.perf_counter()
+    progress = not quiet
+    device = resolve_device(device)
+    out = Path(out_dir)
+    loaded = load_methods(_method_names(methods), device, batch_size)
+    factory = _checked_factory(factory, {m.embedder.dim for m in loaded})
+    if data is None:
+        manifest = _synthesized_manifest(out / DATA_DIR, preset, seed, device, progress)
+        distractors = PRESETS[preset].distractors if distractors is None else distractors
+    else:
+        manifest = Path(data)
+    config = {
+        "data": str(manifest), "synthesized": data is None,
+        "preset": {"name": preset, **asdict(PRESETS[preset])} if data is None else None,
+        "seed": seed if data is None else None, "distractors_requested": distractors,
+        "factory": factory, "device": device, "batch_size": batch_size, "workers": workers,
+    }
+    run_map_benchmark(manifest, loaded, out, config, started, progress)
+
+
+def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: dict,
+                      started: float, progress: bool) -> dict:
+    """Evaluate `loaded` methods on the benchmark set of `manifest`; write and print the report.
+
+    `config` carries distractors_requested, factory, device and workers (recorded verbatim).
+    """
     from benchmark.embedding import VectorCacheError
     from benchmark.evaluate import EvaluationError, evaluate
     from benchmark.plots import PLOT_NAME, draw_level_grids, plot_map_by_level
@@ -49,43 +82,28 @@ def map_command(data, preset, seed, distractors, methods, out_dir, factory, devi
     from benchmark.report import build_report, terminal_table, write_report
     from indexer.errors import InvalidFactoryError
 
-    started = time.perf_counter()
-    progress = not quiet
-    device = resolve_device(device)
-    out = Path(out_dir)
-    loaded = _load_methods(_method_names(methods), device, batch_size)
-    factory = _checked_factory(factory, {m.embedder.dim for m in loaded})
-    if data is None:
-        manifest = _synthesized_manifest(out / DATA_DIR, preset, seed, device, progress)
-        distractors = PRESETS[preset].distractors if distractors is None else distractors
-    else:
-        manifest = Path(data)
     try:
-        bench = load_benchmark_set(manifest, distractors)
+        bench = load_benchmark_set(manifest, config["distractors_requested"])
     except ProtocolError as error:
         raise click.ClickException(str(error)) from error
     data_seconds = time.perf_counter() - started
     try:
-        evaluation = evaluate(bench, loaded, out / CACHE_DIR, factory, device, progress)
+        evaluation = evaluate(bench, loaded, out / CACHE_DIR, config["factory"], config["device"],
+                              progress, config["workers"])
     except (EvaluationError, InvalidFactoryError, VectorCacheError) as error:
         raise click.ClickException(str(error)) from error
-    evaluation.timings = {"data": data_seconds, **evaluation.timings}
-    config = {
-        "data": str(manifest), "synthesized": data is None,
-        "preset": {"name": preset, **asdict(PRESETS[preset])} if data is None else None,
-        "seed": seed if data is None else None, "distractors_requested": distractors,
-        "factory": factory, "device": device, "batch_size": batch_size,
-    }
+    evaluation.timings = {"load models and data": data_seconds, **evaluation.timings}
     report = build_report(config, bench, evaluation, loaded, files={})
     drawing = time.perf_counter()
     plot_map_by_level(report["results"], out / PLOT_NAME)
-    grids = draw_level_grids(bench, evaluation, out)
+    grids = draw_level_grids(bench, evaluation, out, progress=progress)
     report["timings_s"]["plots and grids"] = time.perf_counter() - drawing
     report["timings_s"]["total"] = time.perf_counter() - started
     report["files"] = {"plot": PLOT_NAME, "grids": {str(k): v for k, v in grids.items()}}
     json_path, markdown_path = write_report(out, report)
     click.echo(terminal_table(report, "map100"))
     click.echo(f"wrote {markdown_path}, {json_path} and {out / PLOT_NAME}")
+    return report
 
 
 def _method_names(value: str) -> list[str]:
@@ -97,7 +115,7 @@ def _method_names(value: str) -> list[str]:
     return names
 
 
-def _load_methods(names: list[str], device: str, batch_size: int) -> list:
+def load_methods(names: list[str], device: str, batch_size: int) -> list[Method]:
     """Every embedder, loaded before any long work so a wrong name fails at once."""
     from benchmark.evaluate import Method
     from retrieval.embed import load_embedder
@@ -131,10 +149,10 @@ def _checked_factory(factory: str, dims: set[int]) -> str:
 
 def _synthesized_manifest(folder: Path, preset: str, seed: int, device: str,
                           progress: bool) -> Path:
-    """The preset's data set in `folder`: made once, reused by later runs with equal settings.
+    """The preset's test instances in `folder`: made once, reused by runs with equal settings.
 
     Images are virtual rows (rendered when embedded) and distractors are added by the
-    benchmark, so nothing but the manifest is written.
+    benchmark, so nothing but the manifest is written; train/val instances are not rendered.
     """
     from retrieval.manifest import MANIFEST_NAME
     from retrieval.sim.config import SimConfig
@@ -143,14 +161,18 @@ def _synthesized_manifest(folder: Path, preset: str, seed: int, device: str,
     chosen = replace(PRESETS[preset], distractors=0)
     config = SimConfig(height=chosen.height, width=chosen.width, seed=seed)
     wanted = json.loads(json.dumps({"preset": asdict(chosen), "sim": config.to_dict(),
-                                    "virtual": True}))
+                                    "virtual": True, "splits": list(BENCHMARK_SPLITS)}))
     record = folder / "synth.json"
     if (folder / MANIFEST_NAME).is_file():
-        made = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-        if {key: made.get(key) for key in wanted} == wanted:
+        try:
+            made = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # missing or damaged: the data set cannot be trusted
+            made = {}
+        if isinstance(made, dict) and {key: made.get(key) for key in wanted} == wanted:
             return folder / MANIFEST_NAME
         raise click.ClickException(
-            f"{folder}: holds a data set made with other settings; remove it or choose "
-            "another --out"
+            f"{folder}: holds a data set made with other settings (see {record.name}); remove "
+            "it or choose another --out"
         )
-    return synthesize(folder, chosen, config, virtual=True, device=device, progress=progress)
+    return synthesize(folder, chosen, config, virtual=True, device=device, progress=progress,
+                      splits=BENCHMARK_SPLITS)

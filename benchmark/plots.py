@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from benchmark.embedding import safe_name
 from benchmark.evaluate import Evaluation, MethodRun
@@ -27,10 +28,11 @@ from retrieval.sim.layout import BENCHMARK_LEVELS
 PLOT_NAME = "map_by_blur_level.png"
 GRID_DIR = "grids"
 GRID_QUERIES = 4  # queries shown per blur level
-GRID_HITS = 6
+GRID_HITS = 5
 THUMB = 112
 POSITIVE = (30, 160, 60)
 NEGATIVE = (210, 40, 40)
+RENDER_BATCH = 64
 
 
 def plot_map_by_level(results: dict[str, dict], out_path: str | Path,
@@ -55,41 +57,52 @@ def plot_map_by_level(results: dict[str, dict], out_path: str | Path,
 
 
 def draw_level_grids(bench: BenchmarkSet, evaluation: Evaluation, out_dir: str | Path,
-                     queries_per_level: int = GRID_QUERIES, hits: int = GRID_HITS
-                     ) -> dict[int, dict[str, str]]:
+                     queries_per_level: int = GRID_QUERIES, hits: int = GRID_HITS,
+                     progress: bool = False) -> dict[int, dict[str, str]]:
     """One PNG per blur level and method under out_dir/grids; returns {level: {method: path}}
     with paths relative to `out_dir`. Levels without an evaluated query get no grid."""
     out = Path(out_dir)
     levels = bench.query_levels[evaluation.query_rows]
-    chosen = {level: np.flatnonzero(levels == level)[:queries_per_level]
-              for level in BENCHMARK_LEVELS}
+    sheets = {}
+    for level in BENCHMARK_LEVELS:
+        picks = np.flatnonzero(levels == level)[:queries_per_level]
+        if not len(picks):
+            continue
+        for run in evaluation.runs:
+            sheets[level, run.name] = _sheet(bench, evaluation, run, picks, hits)
+    shown = {key: row for sheet in sheets.values() for query, found in sheet
+             for key, row in [query, *((key, row) for key, row, _, _ in found)]}
     written: dict[int, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="grid-pictures-") as scratch:
-        pictures = _Pictures(Path(scratch))
-        for level, picks in chosen.items():
-            if not len(picks):
-                continue
-            for run in evaluation.runs:
-                relative = f"{GRID_DIR}/level{level}_{safe_name(run.name)}.png"
-                _draw_grid(bench, evaluation, run, picks, hits, pictures, out / relative)
-                written.setdefault(level, {})[run.name] = relative
+        pictures = _picture_files(shown, Path(scratch), progress)
+        for (level, name), sheet in tqdm(sheets.items(), unit="grid", desc="grids",
+                                         disable=not progress, dynamic_ncols=True):
+            relative = f"{GRID_DIR}/level{level}_{safe_name(name)}.png"
+            rows = [grid.GridRow(query=pictures[query[0]],
+                                 hits=[(pictures[key], score) for key, _, score, _ in found])
+                    for query, found in sheet]
+            grid.draw_grid(rows, out / relative, thumb=THUMB, max_hits=hits)
+            _frame_hits(out / relative, [[positive for *_, positive in found]
+                                         for _, found in sheet])
+            written.setdefault(level, {})[name] = relative
     return written
 
 
-def _draw_grid(bench: BenchmarkSet, evaluation: Evaluation, run: MethodRun, picks: np.ndarray,
-               hits: int, pictures: _Pictures, path: Path) -> None:
-    rows, marks = [], []
+_Key = tuple[str, int]  # ("query" | "database", position)
+_Sheet = list[tuple[tuple[_Key, ManifestRow], list[tuple[_Key, ManifestRow, float, bool]]]]
+
+
+def _sheet(bench: BenchmarkSet, evaluation: Evaluation, run: MethodRun, picks: np.ndarray,
+           hits: int) -> _Sheet:
+    """Per picked query: the query row and its top hits (row, score, is a positive)."""
+    sheet = []
     for pick in picks:
         query = int(evaluation.query_rows[pick])
-        found = [(int(i), float(s)) for i, s in zip(run.ranked_ids[pick], run.ranked_scores[pick])
-                 if i >= 0][:hits]
-        rows.append(grid.GridRow(
-            query=pictures.path(("query", query), bench.queries[query]),
-            hits=[(pictures.path(("database", i), bench.database[i]), s) for i, s in found],
-        ))
-        marks.append([bench.database_labels[i] == bench.query_labels[query] for i, _ in found])
-    grid.draw_grid(rows, path, thumb=THUMB, max_hits=hits)
-    _frame_hits(path, marks)
+        found = [(("database", int(i)), bench.database[int(i)], float(score),
+                  bool(bench.database_labels[i] == bench.query_labels[query]))
+                 for i, score in zip(run.ranked_ids[pick], run.ranked_scores[pick]) if i >= 0]
+        sheet.append(((("query", query), bench.queries[query]), found[:hits]))
+    return sheet
 
 
 def _frame_hits(path: Path, marks: Sequence[Sequence[bool]]) -> None:
@@ -107,25 +120,26 @@ def _frame_hits(path: Path, marks: Sequence[Sequence[bool]]) -> None:
         sheet.save(tmp, format="PNG")
 
 
-class _Pictures:
-    """Files to show for manifest rows: their own file, or a render of a virtual row."""
+def _picture_files(rows: dict[_Key, ManifestRow], scratch: Path, progress: bool
+                   ) -> dict[_Key, str | None]:
+    """A file per row: its own, or a render of a virtual row written to `scratch` (None when it
+    cannot be rendered: the sheet then shows a grey tile)."""
+    from retrieval.sim.synth import render_rows  # the simulator is needed for virtual rows only
 
-    def __init__(self, scratch: Path) -> None:
-        self.scratch = scratch
-        self.known: dict[tuple[str, int], str | None] = {}
-
-    def path(self, key: tuple[str, int], row: ManifestRow) -> str | None:
-        if key not in self.known:
-            self.known[key] = str(row.path) if row.path is not None else self._render(key, row)
-        return self.known[key]
-
-    def _render(self, key: tuple[str, int], row: ManifestRow) -> str | None:
-        from retrieval.sim.synth import render_rows  # the simulator is needed for virtual rows only
-
-        try:
-            pixels = render_rows([row])[0]
-        except Exception:  # rendering can fail in many ways; the sheet shows a grey tile instead
-            return None
-        target = self.scratch / f"{key[0]}-{key[1]}.png"
-        Image.fromarray(pixels).save(target, format="PNG")
-        return str(target)
+    files: dict[_Key, str | None] = {key: None if row.path is None else str(row.path)
+                                     for key, row in rows.items()}
+    virtual = [key for key, row in rows.items() if row.path is None]
+    with tqdm(total=len(virtual), unit="img", desc="render grid pictures",
+              disable=not progress or not virtual, dynamic_ncols=True) as bar:
+        for start in range(0, len(virtual), RENDER_BATCH):
+            batch = virtual[start : start + RENDER_BATCH]
+            try:
+                rendered = render_rows([rows[key] for key in batch])
+            except Exception:  # rendering can fail in many ways; those pictures stay grey
+                rendered = [None] * len(batch)
+            for key, pixels in zip(batch, rendered):
+                if pixels is not None:
+                    files[key] = str(scratch / f"{key[0]}-{key[1]}.png")
+                    Image.fromarray(pixels).save(files[key], format="PNG")
+            bar.update(len(batch))
+    return files

@@ -117,7 +117,7 @@ class BenchmarkSet:
     query_levels: np.ndarray  # int64 blur level 1..6 of each query
     database: Rows
     database_labels: np.ndarray  # int64 global instance ids; DISTRACTOR_LABEL for distractors
-    database_levels: np.ndarray  # int64 blur level, 0 where unknown (virtual rows)
+    database_levels: np.ndarray  # int64 blur level, 0 where unknown (never-rendered virtual rows)
     manifest_distractors: int
     virtual_distractors: int
     queries_outside_levels: int  # query rows left out: blur level unknown or not in 1..6
@@ -146,10 +146,18 @@ class BenchmarkSet:
             "queries_outside_levels": self.queries_outside_levels,
             "queries_without_positive": int((self.positive_counts() == 0).sum()),
             "database": len(self.database) - self.distractors,
+            "database_by_level": _level_counts(self.database_levels[: len(self.database)
+                                                                    - self.distractors]),
             "distractors": self.distractors,
             "manifest_distractors": self.manifest_distractors,
             "virtual_distractors": self.virtual_distractors,
         }
+
+
+def _level_counts(levels: np.ndarray) -> dict[int, int]:
+    """Images per known blur level (0 = unknown, e.g. a virtual row, is left out)."""
+    values, counts = np.unique(levels[levels > 0], return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
 
 
 def manifest_file(location: str | Path) -> Path:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from retrieval.metrics import PADDING_ID, rank_by_scores
 
-SCORE_BUDGET = 1 << 20  # floats in one (query block x database chunk) score matrix
+SCORE_BUDGET = 1 << 22  # floats in one (query block x database chunk) score matrix: 16 MB
 QUERY_BLOCK = 1024
 MIN_CHUNK = 256
 
@@ -111,8 +111,9 @@ class _BlockState:
                               dtype=np.float32).reshape(*positives.shape, database.shape[1])
         scores = np.einsum("qd,qpd->qp", self.queries, gathered).astype(np.float32)
         self.positive_scores = np.where(self.present, scores, -np.inf).astype(np.float32)
-        # Queries without positives get +inf: no item can need counting for them.
-        self.threshold = np.where(self.present, scores, np.inf).min(axis=1, initial=np.inf)
+        # +inf for padding: nothing is counted as beating a positive that does not exist.
+        self.count_targets = np.where(self.present, scores, np.inf).astype(np.float32)
+        self.threshold = self.count_targets.min(axis=1, initial=np.inf)
         self.beaten = self._positives_ahead()
         self.best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         self.best_ids = np.full((len(queries), k), PADDING_ID, dtype=np.int64)
@@ -128,28 +129,41 @@ class _BlockState:
         self._count_beating(scores, offset, chunk_labels)
 
     def _merge_top(self, scores: np.ndarray, offset: int) -> None:
-        # Kept ids are all smaller than this chunk's and sit in (score, id) order, so breaking
-        # ties by column position here is breaking them by database index.
-        merged = np.concatenate([self.best_scores, scores], axis=1)
-        chunk_ids = np.broadcast_to(np.arange(offset, offset + scores.shape[1]), scores.shape)
-        ids = np.concatenate([self.best_ids, chunk_ids], axis=1)
+        """Merge the chunk items that beat their row's current k-th score into the top-k.
+
+        An item tying the k-th score cannot enter: every kept id is smaller. Per row, entering
+        items follow the kept ones in ascending id order, so the position tie-break of
+        `rank_by_scores` below is the database-index tie-break.
+        """
+        rows, columns = np.nonzero(scores > self.best_scores[:, -1:])
+        if not len(rows):
+            return
+        counts = np.bincount(rows, minlength=len(scores))
+        slots = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
+        entering = np.full((len(scores), int(counts.max())), -np.inf, dtype=np.float32)
+        entering_ids = np.full(entering.shape, PADDING_ID, dtype=np.int64)
+        entering[rows, slots] = scores[rows, columns]
+        entering_ids[rows, slots] = offset + columns
+        merged = np.concatenate([self.best_scores, entering], axis=1)
+        ids = np.concatenate([self.best_ids, entering_ids], axis=1)
         order = rank_by_scores(merged, self.best_ids.shape[1])
         self.best_scores = np.take_along_axis(merged, order, axis=1)
         self.best_ids = np.take_along_axis(ids, order, axis=1)
 
     def _count_beating(self, scores: np.ndarray, offset: int, chunk_labels: np.ndarray) -> None:
         """Add, per positive, the non-positive items of this chunk ranked before it."""
-        candidate = (scores >= self.threshold[:, None]) & (
-            chunk_labels[None, :] != self.labels[:, None])
-        query, column = np.nonzero(candidate)
-        if not len(query):
+        others = np.where(chunk_labels[None, :] == self.labels[:, None], -np.inf, scores)
+        reaching = np.flatnonzero((others >= self.threshold[:, None]).any(axis=0))
+        if not len(reaching):
             return
-        score, item = scores[query, column], column + offset
+        others, items = others[:, reaching], offset + reaching
         for p in range(self.positives.shape[1]):
-            target = self.positive_scores[query, p]
-            beats = (score > target) | ((score == target) & (item < self.positives[query, p]))
-            beats &= self.present[query, p]
-            self.beaten[:, p] += np.bincount(query[beats], minlength=len(self.queries))
+            target = self.count_targets[:, p : p + 1]
+            self.beaten[:, p] += np.count_nonzero(others > target, axis=1)
+            ties = others == target
+            if ties.any():  # rare: equal scores, the smaller database index goes first
+                earlier = items[None, :] < self.positives[:, p : p + 1]
+                self.beaten[:, p] += np.count_nonzero(ties & earlier, axis=1)
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids = np.where(np.isneginf(self.best_scores), PADDING_ID, self.best_ids)

@@ -30,6 +30,7 @@ def build_report(config: dict[str, Any], bench: BenchmarkSet, evaluation: Evalua
                  methods: Sequence[Method], files: dict[str, Any]) -> dict[str, Any]:
     """Everything needed to trust and reproduce the figures, as plain JSON values."""
     sim = bench.queries.sim
+    items = bench.items()
     return _jsonable({
         "format": REPORT_FORMAT,
         "config": {
@@ -45,7 +46,8 @@ def build_report(config: dict[str, Any], bench: BenchmarkSet, evaluation: Evalua
             **bench.summary(),
             "evaluated_queries": len(evaluation.query_rows),
             "embedding_errors": len(evaluation.errors),
-            "errors": [{"item": i, "message": m} for i, m in evaluation.errors[:ERRORS_KEPT]],
+            "errors": [{"image_id": items[i].image_id, "message": m}
+                       for i, m in evaluation.errors[:ERRORS_KEPT]],
         },
         "timings_s": evaluation.timings,
         "results": {run.name: {"factory": run.factory, "approximate": run.approximate,
@@ -127,7 +129,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{data['virtual_distractors']} virtual). Queries without any positive in the database: "
         f"{data['queries_without_positive']}; query rows outside levels 1..6 left out: "
         f"{data['queries_outside_levels']}; items that could not be embedded: "
-        f"{data['embedding_errors']}.", "",
+        f"{data['embedding_errors']}. Database images per blur level: "
+        f"{_levels_text(data['database_by_level'])}.", "",
         "| method | checkpoint | fingerprint | index |", "|---|---|---|---|",
     ]
     for method in config["methods"]:
@@ -146,6 +149,10 @@ def markdown_report(report: dict[str, Any]) -> str:
               ""]
     lines += _images(report["files"])
     return "\n".join(lines)
+
+
+def _levels_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"BL{level}: {n}" for level, n in counts.items()) or "unknown"
 
 
 def _definitions() -> list[str]:

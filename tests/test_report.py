@@ -1,0 +1,228 @@
+"""Per-level stratification on a hand-computed example, and the files `bench map` writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from benchmark.map_cli import map_command
+from benchmark.ranking import ExactResult
+from benchmark.report import metric_table, terminal_table
+from benchmark.scoring import KNN_KEY, METRICS, RANK_DEPTH, per_query_metrics, stratify
+from retrieval.manifest import MANIFEST_NAME, write_manifest
+from retrieval.model import BlurAwareNet, save_checkpoint
+from retrieval.sim.layout import PRESETS, Preset
+
+
+def padded(rows: list[list[int]]) -> np.ndarray:
+    out = np.full((len(rows), RANK_DEPTH), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def test_stratification_on_a_hand_computed_example():
+    # Database: items 0, 1 show instance 10, item 2 instance 20, item 3 instance 30; 4 and 5
+    # are distractors. Queries: instances 10, 20, 40 (no positive) and 30, at levels 1, 1, 2, 6.
+    database_labels = np.array([10, 10, 20, 30, -1, -1])
+    query_labels = np.array([10, 20, 40, 30])
+    levels = np.array([1, 1, 2, 6])
+    exact_top = padded([[0, 4, 1, 2, 3, 5], [4, 5, 2, 0, 1, 3], [0, 1, 2, 3, 4, 5],
+                        [0, 1, 2, 4, 5, 3]])
+    index_top = padded([[0, 4, 1, 2, 3, 5], [4, 5, 2, 0, 1, 3], [0, 1, 2, 3, 4, 5],
+                        [0, 1, 2, 4, 5]])  # the approximate index missed query 3's positive
+    exact = ExactResult(top_ids=exact_top, top_scores=np.zeros(exact_top.shape, np.float32),
+                        positive_ranks=np.array([[1, 3], [3, 0], [0, 0], [6, 0]]),
+                        num_positives=np.array([2, 1, 0, 1]))
+    per_query = per_query_metrics(index_top, query_labels, database_labels, exact)
+    np.testing.assert_allclose(per_query["map100"], [5 / 6, 1 / 3, np.nan, 0.0])
+    np.testing.assert_allclose(per_query["map_full"], [5 / 6, 1 / 3, np.nan, 1 / 6])
+    np.testing.assert_allclose(per_query["recall1"], [1, 0, np.nan, 0])
+
+    summary = stratify(per_query, levels, knn=(index_top, exact_top))
+    overall, by_level = summary["overall"], summary["levels"]
+    assert (overall["queries"], overall["no_positive"]) == (4, 1)
+    assert overall["map100"] == pytest.approx((5 / 6 + 1 / 3 + 0) / 3)
+    assert overall["map_full"] == pytest.approx((5 / 6 + 1 / 3 + 1 / 6) / 3)
+    assert overall["recall10"] == pytest.approx(2 / 3)
+    assert overall[KNN_KEY] == pytest.approx((1 + 1 + 1 + 5 / 6) / 4)
+    assert by_level[1]["queries"] == 2 and by_level[1]["map100"] == pytest.approx(7 / 12)
+    assert by_level[1]["recall1"] == pytest.approx(0.5) and by_level[1][KNN_KEY] == 1.0
+    assert by_level[2] == {"queries": 1, "no_positive": 1, **dict.fromkeys(METRICS), KNN_KEY: 1.0}
+    assert by_level[6]["map100"] == 0.0 and by_level[6]["map_full"] == pytest.approx(1 / 6)
+    assert by_level[6][KNN_KEY] == pytest.approx(5 / 6)
+    for empty in (3, 4, 5):
+        assert by_level[empty] == {"queries": 0, "no_positive": 0, **dict.fromkeys(METRICS),
+                                   KNN_KEY: None}
+
+
+def test_tables_print_percentages_and_n_a_for_empty_levels():
+    entry = {"queries": 2, "no_positive": 0, "map100": 0.5}
+    empty = {"queries": 0, "no_positive": 0, "map100": None}
+    report = {"results": {"blur-aware": {"overall": entry,
+                                         "levels": {str(lv): entry if lv == 1 else empty
+                                                    for lv in range(1, 7)}}}}
+    header, rows = metric_table(report, "map100")
+    assert header == ["method", "all (n=2)", "BL1 (n=2)"] + [f"BL{lv} (n=0)" for lv in range(2, 7)]
+    assert rows == [["blur-aware", "50.00", "50.00"] + ["n/a"] * 5]
+    assert "blur-aware" in terminal_table(report).splitlines()[-1]
+
+
+# --- the command end to end, on a hand-made data set of files and two tiny networks ----------
+
+SIZE = (32, 48)
+
+
+def write_picture(path, instance: int, exposure: int, seed: int) -> str:
+    """A colour pattern per instance, smeared more as `exposure` grows."""
+    rng = np.random.default_rng([instance, seed])
+    base = np.random.default_rng(instance).integers(0, 256, (4, 6, 3)).astype(np.float64)
+    pixels = np.kron(base, np.ones((8, 8, 1)))
+    pixels = np.clip(pixels + rng.normal(0, 10 * (1 + exposure), pixels.shape), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path.name
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Instances 1..3 have 1 query trajectory (levels 1, 3, 6) and 2 database trajectories;
+    instance 4 has queries but no database image; 3 distractors; one database file is corrupt."""
+    folder = tmp_path_factory.mktemp("files")
+    rows = []
+
+    def add(role, instance, trajectory, exposure, level):
+        name = write_picture(folder / "img" / f"{role}{len(rows)}.png", instance, exposure,
+                             len(rows))
+        rows.append((f"img/{name}", instance, trajectory, exposure, level, role))
+
+    for instance in (1, 2, 3, 4):
+        for exposure, level in ((0, 1), (3, 3), (8, 6)):
+            add("query", instance, 0, exposure, level)
+        if instance != 4:
+            add("database", instance, 1, 0, 1)
+            add("database", instance, 2, 5, 4)
+    for k in range(3):
+        add("distractor", 100 + k, 0, k, 1 + k)
+    (folder / rows[3][0]).write_bytes(b"not a png")  # instance 1's first database image
+    count = len(rows)
+    columns = {
+        "image_id": list(range(count)), "path": [r[0] for r in rows],
+        "instance": [r[1] for r in rows], "category": [0] * count,
+        "trajectory": [r[2] for r in rows], "exposure": [r[3] for r in rows],
+        "blur_severity": [None] * count, "blur_level": [r[4] for r in rows],
+        **{name: [None] * count for name in ("bbox_cx", "bbox_cy", "bbox_w", "bbox_h")},
+        "split": ["test" if r[5] != "distractor" else "distractor" for r in rows],
+        "role": [r[5] for r in rows],
+    }
+    write_manifest(folder / MANIFEST_NAME, columns, sim=None)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    paths = []
+    for seed, heads in enumerate((True, False)):
+        torch.manual_seed(seed)
+        net = BlurAwareNet("test_byobnet", embedding_dim=16, blur_head=heads, loc_head=heads)
+        save_checkpoint(folder / f"net{seed}", net.eval(), {"image_size": list(SIZE)})
+        paths.append(str(folder / f"net{seed}"))
+    return paths
+
+
+def run_map(*args):
+    return CliRunner().invoke(map_command, [*args, "--device", "cpu", "-q"])
+
+
+def test_bench_map_writes_a_complete_report(dataset, checkpoints, tmp_path):
+    out = tmp_path / "report"
+    result = run_map("--data", str(dataset), "--methods", ",".join(checkpoints), "--out",
+                     str(out), "--factory", "exact")
+    assert result.exit_code == 0, result.output
+    assert "mAP@100 by blur level" in result.output
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == {"format", "config", "data", "timings_s", "results", "files"}
+    assert [m["name"] for m in report["config"]["methods"]] == checkpoints
+    assert all(len(m["fingerprint"]) == 16 for m in report["config"]["methods"])
+    data = report["data"]
+    assert (data["queries"], data["database"], data["distractors"]) == (12, 6, 3)
+    assert data["queries_without_positive"] == 3 and data["embedding_errors"] == 1
+    assert data["errors"][0]["image_id"] == 3
+    assert "database3.png" in data["errors"][0]["message"]  # names the corrupt file
+    for name in checkpoints:
+        result_of = report["results"][name]
+        assert not result_of["approximate"] and result_of["overall"][KNN_KEY] is None
+        assert result_of["overall"]["queries"] == 12 and result_of["overall"]["no_positive"] == 3
+        assert [result_of["levels"][str(lv)]["queries"] for lv in range(1, 7)] == [4, 0, 4, 0, 0, 4]
+        assert result_of["levels"]["2"]["map100"] is None
+
+    markdown = (out / "report.md").read_text()
+    for label in METRICS.values():
+        assert f"## {label}\n" in markdown
+    for name in checkpoints:
+        assert markdown.count(f"| {name} | ") == len(METRICS) + 1  # + the method list
+    assert "| n/a |" in markdown
+    with Image.open(out / report["files"]["plot"]) as plot:
+        assert plot.format == "PNG" and plot.width > 100
+    assert set(report["files"]["grids"]) == {"1", "3", "6"}
+    for by_method in report["files"]["grids"].values():
+        for path in by_method.values():
+            with Image.open(out / path) as grid:
+                assert grid.format == "PNG"
+
+
+def test_a_second_run_reuses_the_vectors_and_can_use_an_approximate_index(
+        dataset, checkpoints, tmp_path):
+    out = tmp_path / "report"
+    assert run_map("--data", str(dataset), "--methods", checkpoints[0], "--out", str(out),
+                   "--factory", "exact").exit_code == 0
+    cached = sorted((out / ".cache").glob("*.npy"))
+    stamps = [path.stat().st_mtime_ns for path in cached]
+    result = run_map("--data", str(dataset), "--methods", checkpoints[0], "--out", str(out),
+                     "--factory", "IVF2,Flat")
+    assert result.exit_code == 0, result.output
+    assert [path.stat().st_mtime_ns for path in cached] == stamps
+    summary = json.loads((out / "report.json").read_text())["results"][checkpoints[0]]
+    assert summary["approximate"] and summary["factory"] == "IVF2,Flat"
+    assert 0.0 <= summary["overall"][KNN_KEY] <= 1.0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--methods", "no-such-model"], "no-such-model"),
+    (["--methods", "a,a"], "listed twice"),
+    (["--factory", "NotAFactory"], "invalid FAISS factory"),
+    (["--distractors", "50"], "no simulator settings"),
+])
+def test_bad_requests_fail_with_a_clear_message(dataset, checkpoints, tmp_path, args, message):
+    base = ["--data", str(dataset), "--methods", checkpoints[0], "--out", str(tmp_path / "r")]
+    result = run_map(*base, *args)
+    assert result.exit_code != 0 and message in result.output
+
+
+def test_without_data_the_preset_test_split_is_synthesized_once(checkpoints, tmp_path,
+                                                                monkeypatch):
+    mini = Preset(categories=2, instances=3, trajectories=3, height=32, width=48, distractors=4)
+    monkeypatch.setitem(PRESETS, "tiny", mini)
+    out = tmp_path / "report"
+    args = ["--preset", "tiny", "--methods", checkpoints[0], "--out", str(out),
+            "--factory", "exact"]
+    result = run_map(*args)
+    assert result.exit_code == 0, result.output
+    made = json.loads((out / "data" / "synth.json").read_text())
+    assert made["splits"] == ["test"] and set(made["roles"]) == {"query", "database"}
+    data = json.loads((out / "report.json").read_text())["data"]
+    assert (data["virtual_distractors"], data["manifest_distractors"]) == (4, 0)
+
+    manifest = out / "data" / MANIFEST_NAME
+    stamp = manifest.stat().st_mtime_ns
+    assert run_map(*args).exit_code == 0
+    assert manifest.stat().st_mtime_ns == stamp  # reused, not synthesized again
+    other_seed = run_map(*args, "--seed", "1")
+    assert other_seed.exit_code != 0 and "other settings" in other_seed.output
