@@ -98,6 +98,63 @@ def bench_index(count, dim, queries, k, factories, brute_force_queries, threads,
         write_json_atomic(json_path, report)
 
 
+@bench.command("speed")
+@click.option("--model", default="blur-aware", show_default=True, help="Shipped name or checkpoint.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--images", type=click.IntRange(min=8), default=512, show_default=True,
+              help="PNG files embedded by the pipeline measurement.")
+@click.option("--vectors", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
+              help="Synthetic database size for the index measurement.")
+@click.option("--seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), help="Embedding loader processes.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures here.")
+def bench_speed(model, batch_size, images, vectors, seconds, workers, device, quiet, json_path):
+    """Every stage side by side: simulator, embedding vs bare forward, index vs brute force."""
+    import tempfile
+    from pathlib import Path
+
+    from benchmark.index_speed import format_summary, run_index_benchmark
+    from benchmark.speed import embedding_rates, simulator_rate, write_sample_images
+    from retrieval.embed import load_embedder
+    from retrieval.sim.config import SimConfig
+
+    device = resolve_device(device)
+    embedder = load_embedder(model, device=device, batch_size=batch_size, workers=workers)
+    height, width = embedder.image_size
+    config = SimConfig(height=height, width=width)
+    simulator = {
+        "dataset_img_s": simulator_rate(config, 32, True, seconds, device),
+        "on_demand_img_s": simulator_rate(config, 32, False, seconds, device),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_sample_images(Path(folder), config, images)
+        embedding = embedding_rates(embedder, paths, seconds)
+    index = run_index_benchmark(n=vectors, dim=embedder.dim, device=device, progress=not quiet)
+    click.echo(f"model {model} ({embedder.fingerprint}), input {height}x{width}, batch {batch_size}")
+    click.echo(f"simulator: {simulator['dataset_img_s']:.1f} img/s (all exposures), "
+               f"{simulator['on_demand_img_s']:.1f} img/s (one image per trajectory)")
+    click.echo(f"embedding: bare forward {embedding['forward_img_s']:.1f} img/s, pipeline on PNG files "
+               f"{embedding['embed_files_img_s']:.1f} img/s, ratio {embedding['ratio']:.2f}")
+    forward = embedding["forward_img_s"]
+    click.echo(f"simulator / forward: {simulator['dataset_img_s'] / forward:.2f}x (all exposures), "
+               f"{simulator['on_demand_img_s'] / forward:.2f}x (on demand)")
+    click.echo(format_summary(index))
+    if json_path:
+        write_json_atomic(json_path, {
+            "model": model, "fingerprint": embedder.fingerprint, "device": device,
+            "batch_size": batch_size, "torch_threads": torch_threads(),
+            "simulator": simulator, "embedding": embedding, "index": index,
+        })
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _register_map() -> None:
     from benchmark.map_cli import map_command
 

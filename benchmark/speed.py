@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -60,3 +61,36 @@ def network_forward_rate(backbone: str, height: int, width: int, batch: int, sec
         return batch
 
     return _rate(work, seconds)
+
+
+def write_sample_images(folder: Path, config: SimConfig, count: int) -> list[Path]:
+    """`count` rendered PNGs of the simulator's size: the files an embedding run reads."""
+    from PIL import Image
+
+    per_trajectory = config.exposures
+    requests = [RenderRequest(t % 40, t % 20, 50_000 + t, tuple(range(per_trajectory)))
+                for t in range(-(-count // per_trajectory))]
+    paths = []
+    for request, images in zip(requests, render_trajectories(config, requests)):
+        for exposure, rendered in images.items():
+            if len(paths) < count:
+                path = folder / f"t{request.trajectory}_e{exposure:02d}.png"
+                Image.fromarray(rendered.image).save(path)
+                paths.append(path)
+    return paths
+
+
+def embedding_rates(embedder, paths: list[Path], seconds: float) -> dict[str, float]:
+    """Images/s of the bare forward and of `embed` on files, same batch size, one run."""
+    from retrieval.embed import forward_throughput
+
+    forward = forward_throughput(embedder.model, embedder.image_size, embedder.batch_size, seconds)
+
+    def work(_: int) -> int:
+        result = embedder.embed(paths)
+        if result.errors:
+            raise RuntimeError(f"sample images failed to embed: {result.errors[:3]}")
+        return len(paths)
+
+    pipeline = _rate(work, seconds)
+    return {"forward_img_s": forward, "embed_files_img_s": pipeline, "ratio": pipeline / forward}
