@@ -22,15 +22,6 @@ SIZE = (32, 48)
 PRESET = Preset(categories=1, instances=5, trajectories=2, height=48, width=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two shared cores: several torch threads fighting other processes are ~20x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     """The same tiny data set twice: as PNG files and as virtual (rendered on demand) rows."""

@@ -43,15 +43,6 @@ from retrieval.train_cli import train_command
 PRESET = Preset(categories=1, instances=20, trajectories=3, height=48, width=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two shared cores: several torch threads fighting other processes are ~20x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train_data")
