@@ -25,13 +25,12 @@ INDEX_ROLES = ("database", "distractor")
 
 def _synthesize(folder: Path, seed: int, device: str, progress: bool) -> Path:
     from retrieval.manifest import MANIFEST_NAME
-    from retrieval.sim.config import SimConfig
     from retrieval.sim.synth import synthesize
 
     manifest = folder / MANIFEST_NAME
     if manifest.is_file():  # a finished earlier demo: the same seed gives the same data
         return manifest
-    config = SimConfig(height=DEMO_PRESET.height, width=DEMO_PRESET.width, seed=seed)
+    config = DEMO_PRESET.sim_config(seed)
     return synthesize(folder, DEMO_PRESET, config, device=device, progress=progress,
                       splits=("test",))
 

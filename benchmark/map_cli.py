@@ -155,11 +155,10 @@ def _synthesized_manifest(folder: Path, preset: str, seed: int, device: str,
     benchmark, so nothing but the manifest is written; train/val instances are not rendered.
     """
     from retrieval.manifest import MANIFEST_NAME
-    from retrieval.sim.config import SimConfig
     from retrieval.sim.synth import synthesize
 
     chosen = replace(PRESETS[preset], distractors=0)
-    config = SimConfig(height=chosen.height, width=chosen.width, seed=seed)
+    config = chosen.sim_config(seed)
     wanted = json.loads(json.dumps({"preset": asdict(chosen), "sim": config.to_dict(),
                                     "virtual": True, "splits": list(BENCHMARK_SPLITS)}))
     record = folder / "synth.json"

@@ -60,7 +60,6 @@ _POSITIVE = click.IntRange(min=1)
 def synth(out_dir, preset, categories, instances, trajectories, size, seed, distractors, virtual,
           splits, preview, device, batch_size, quiet):
     """Render a synthetic motion-blur data set into OUT_DIR (PNGs + manifest.parquet)."""
-    from retrieval.sim.config import SimConfig
     from retrieval.sim.preview import write_preview
     from retrieval.sim.synth import synthesize
 
@@ -72,7 +71,7 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
     chosen = replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
     if size is not None:
         chosen = replace(chosen, height=size[0], width=size[1])
-    config = SimConfig(height=chosen.height, width=chosen.width, seed=seed)
+    config = chosen.sim_config(seed)
     device = resolve_device(device)
     chosen_splits = [part.strip() for part in splits.split(",") if part.strip()]
     if not chosen_splits or set(chosen_splits) - {"train", "val", "test"}:

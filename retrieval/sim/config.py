@@ -23,6 +23,9 @@ class SimConfig:
     substeps: int = 0
     object_radius: tuple[float, float] = (0.17, 0.26)  # fraction of min(height, width)
     streak_ratio: tuple[float, float] = (0.35, 3.2)  # longest streak / object diameter
+    # How streak lengths spread over `streak_ratio`: 1 favours long streaks (square root of a
+    # uniform draw), 0 spreads them uniformly; in between mixes the two.
+    fast_bias: float = 1.0
     max_rotation_deg: float = 30.0  # per axis, over the whole `steps`-step motion
     depth_change: float = 0.25  # relative scale change over the whole motion
     extra: dict = field(default_factory=dict)

@@ -67,10 +67,11 @@ def sample_trajectory(config: SimConfig, category: int, instance: int, trajector
     scale_rate = float(rng.uniform(-config.depth_change, config.depth_change)) / config.steps
     max_step = config.exposures - 1
     largest = radius * max(1.0, 1 + scale_rate * max_step)
-    # Streak length over the longest exposure; squared draw favours long streaks so every
-    # blur level up to 6 is well represented.
+    # Streak length over the longest exposure; favouring long streaks keeps every blur level
+    # up to 6 well represented.
     low, high = config.streak_ratio
-    ratio = low + (high - low) * math.sqrt(float(rng.random()))
+    draw = float(rng.random())
+    ratio = low + (high - low) * (config.fast_bias * math.sqrt(draw) + (1 - config.fast_bias) * draw)
     length = ratio * 2 * radius
     angle = float(rng.uniform(0, 2 * math.pi))
     margin = largest * 1.02 + 1
