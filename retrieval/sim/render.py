@@ -75,11 +75,11 @@ class _Batch:
         self.ambient = _stack([m.ambient for m in motions], device, f32)
         self.curve = _stack([m.camera_curve for m in motions], device, torch.int64)
 
-    def take(self, count: int) -> _Batch:
-        """The first `count` rows (rows are sorted by how many frames they need)."""
+    def rows(self, start: int, stop: int) -> _Batch:
+        """Rows start..stop-1 (rows are sorted by how many frames they need)."""
         view = object.__new__(_Batch)
         for name, value in vars(self).items():
-            setattr(view, name, value[:count])
+            setattr(view, name, value[start:stop])
         return view
 
 
@@ -232,19 +232,40 @@ def _render_frame(batch: _Batch, tau: float, steps: int, crop: int):
 
 def _splat(acc: torch.Tensor, window: torch.Tensor, x0: int, y0: int, fx: float, fy: float,
            pad: int) -> None:
-    """Add one row's window [4, C, C] into its padded accumulator [4, H', W'] at a sub-pixel offset.
+    """Add one row's window [4, h, w] into its padded accumulator [4, H', W'] at a sub-pixel offset.
 
     A bilinear shift by (fx, fy) is the window added four times at the integer offsets
     (0|1, 0|1) with weights (1-fx|fx)(1-fy|fy). Rows own their accumulators, so the sums
     are the same whatever else is in the batch.
     """
-    size = window.shape[-1]
+    height, width = window.shape[-2:]
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             weight = wx * wy
             if weight != 0.0:
                 y, x = y0 + pad + dy, x0 + pad + dx
-                acc[:, y : y + size, x : x + size].add_(window, alpha=weight)
+                acc[:, y : y + height, x : x + width].add_(window, alpha=weight)
+
+
+def _covered_windows(layer: torch.Tensor, origin: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+    """Each row's window cut to the box of pixels the object covers, with that box's origin.
+
+    Uncovered pixels hold exact zeros, so leaving them out of the sums changes no bit; it
+    saves most of the splatting work, which runs a dozen times per key frame.
+    """
+    covered = layer[:, 3] > 0
+    rows_hit, cols_hit = covered.any(dim=2), covered.any(dim=1)
+    size = covered.shape[-1]
+    windows = []
+    for row, (x0, y0) in enumerate(origin.tolist()):
+        ys = torch.nonzero(rows_hit[row]).flatten().tolist()
+        xs = torch.nonzero(cols_hit[row]).flatten().tolist()
+        if not ys:
+            windows.append((layer[row, :, :0, :0], (x0, y0)))
+            continue
+        top, bottom, left, right = ys[0], min(ys[-1] + 1, size), xs[0], min(xs[-1] + 1, size)
+        windows.append((layer[row, :, top:bottom, left:right], (x0 + left, y0 + top)))
+    return windows
 
 
 def _splat_motion(acc: torch.Tensor, window: torch.Tensor, origin: tuple[int, int],
@@ -267,22 +288,39 @@ def row_substeps(config: SimConfig, motion: Trajectory) -> int:
 def _finish(config: SimConfig, batch: _Batch, acc: torch.Tensor, backgrounds: torch.Tensor,
             motions: list[Trajectory], rows: list[int], frames: list[int], exposure: int
             ) -> list[RenderedImage]:
-    """Blurred object layer over the background in linear light, camera curve, then noise."""
-    index = torch.tensor(rows, device=acc.device)
+    """Blurred object layer over the background in linear light, camera curve, then noise.
+
+    One image at a time: full-batch temporaries of this size are fresh mmap'd memory on every
+    call, and their page faults cost more than the arithmetic.
+    """
     pad = config.crop_size + 2
-    count = torch.tensor(frames, device=acc.device, dtype=acc.dtype)[:, None, None, None]
-    mean = acc[index, :, pad : pad + config.height, pad : pad + config.width] / count
-    alpha = mean[:, 3:4]
-    linear = mean[:, :3] + (1 - alpha) * backgrounds[index]
-    display = apply_camera_curve(linear, batch.curve[index])
     images = []
-    for slot, row in enumerate(rows):
+    for row, count in zip(rows, frames):
+        mean = acc[row, :, pad : pad + config.height, pad : pad + config.width] / count
+        alpha = mean[3:4]
+        linear = mean[:3] + (1 - alpha) * backgrounds[row]
+        display = apply_camera_curve(linear[None], batch.curve[row : row + 1])[0]
         motion = motions[row]
-        noise = sensor_noise(motion.noise_seed, exposure, tuple(display.shape[1:])).to(acc.device)
-        sigma = (motion.read_noise**2 + motion.shot_noise * display[slot]).sqrt()
-        pixels = ((display[slot] + sigma * noise).clamp(0, 1) * 255).round().to(torch.uint8)
-        images.append(RenderedImage(pixels.permute(1, 2, 0).cpu().numpy(), alpha[slot, 0].cpu().numpy()))
+        noise = sensor_noise(motion.noise_seed, exposure, tuple(display.shape)).to(acc.device)
+        sigma = (motion.read_noise**2 + motion.shot_noise * display).sqrt()
+        pixels = ((display + sigma * noise).clamp(0, 1) * 255).round().to(torch.uint8)
+        images.append(RenderedImage(pixels.permute(1, 2, 0).cpu().numpy(), alpha[0].cpu().numpy()))
     return images
+
+
+_FRAME_CHUNK_ELEMENTS = 4_000_000  # ray-test temporaries per chunk (16 MB of float32)
+
+
+def _render_frame_chunked(batch: _Batch, tau: float, steps: int, crop: int):
+    """`_render_frame` over row chunks, keeping temporaries small enough to be reused."""
+    per_row = batch.normals.shape[1] * batch.normals.shape[2] * crop * crop
+    chunk = max(1, _FRAME_CHUNK_ELEMENTS // per_row)
+    rows = batch.start.shape[0]
+    if rows <= chunk:
+        return _render_frame(batch, tau, steps, crop)
+    parts = [_render_frame(batch.rows(start, start + chunk), tau, steps, crop)
+             for start in range(0, rows, chunk)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def render_trajectories(
@@ -317,18 +355,17 @@ def render_trajectories(
         # translated along the motion (rotation and scale change by at most ~1.3 degrees
         # and ~1% within a step, far below a pixel).
         active = sum(1 for last in last_step if last >= step)
-        layer, origin = _render_frame(batch.take(active), float(step), config.steps, crop)
-        origins = origin.tolist()
-        for row in range(active):
-            _splat_motion(acc[row], layer[row], origins[row], motions[row].velocity, 1, 0, pad)
+        layer, origin = _render_frame_chunked(batch.rows(0, active), float(step), config.steps, crop)
+        windows = _covered_windows(layer, origin)
+        for row, (window, corner) in enumerate(windows):
+            _splat_motion(acc[row], window, corner, motions[row].velocity, 1, 0, pad)
         wanted = [i for i in range(active) if step in reqs[i].exposures]
         if wanted:
             frames = [step * substeps[i] + 1 for i in wanted]
             images = _finish(config, batch, acc, backgrounds, motions, wanted, frames, step)
             for i, image in zip(wanted, images):
                 results[order[i]][step] = image
-        for row in range(active):
+        for row, (window, corner) in enumerate(windows):
             if last_step[row] > step:
-                _splat_motion(acc[row], layer[row], origins[row], motions[row].velocity,
-                              substeps[row], 1, pad)
+                _splat_motion(acc[row], window, corner, motions[row].velocity, substeps[row], 1, pad)
     return results
