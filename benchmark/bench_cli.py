@@ -6,7 +6,7 @@ import platform
 
 import click
 
-from retrieval.cli import parse_size, resolve_device
+from retrieval.cli_options import parse_size, resolve_device
 from retrieval.fileio import write_json_atomic
 
 

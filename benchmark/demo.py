@@ -14,7 +14,7 @@ import click
 import pyarrow.compute as pc
 
 from benchmark.map_cli import load_methods, run_map_benchmark
-from retrieval.cli import resolve_device
+from retrieval.cli_options import resolve_device
 from retrieval.sim.layout import Preset
 
 # 40 categories x 3 test instances; 2 query and 4 database trajectories per instance.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from retrieval.cli import resolve_device
+from retrieval.cli_options import resolve_device
 from retrieval.sim.layout import PRESETS
 
 DEFAULT_METHODS = "blur-aware,standard,sharp-only"
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per network forward.")
 @click.option("--workers", type=click.IntRange(min=0),
-              help="Processes loading and rendering images (default: cores - 1, at most 4).")
+              help="Processes loading and rendering images (default: 0 on up to 2 cores, else cores - 2).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def map_command(data, preset, seed, distractors, methods, out_dir, factory, device, batch_size,
                 workers, quiet):

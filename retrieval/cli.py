@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import click
 
+from retrieval.cli_options import parse_size, resolve_device
 from retrieval.sim.layout import PRESETS
-
-_SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
-
-
-def parse_size(ctx: click.Context | None, param: click.Parameter | None, value: str | None):
-    """Click callback for HxW options."""
-    if value is None:
-        return None
-    match = _SIZE_PATTERN.match(value.strip().lower())
-    if not match:
-        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 96x128, got {value!r}")
-    height, width = int(match.group(1)), int(match.group(2))
-    if height < 16 or width < 16 or height > 4096 or width > 4096:
-        raise click.BadParameter(f"each side must be between 16 and 4096 pixels, got {value}")
-    return height, width
-
-
-def resolve_device(device: str) -> str:
-    """'auto' picks CUDA when torch sees a GPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA was requested but torch sees no GPU", param_hint="--device")
-    return device
-
+from retrieval.train_cli import train_command
 
 _POSITIVE = click.IntRange(min=1)
 
@@ -84,10 +58,4 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
         click.echo(f"wrote {write_preview(preview, config)}")
 
 
-def _commands() -> list[click.Command]:
-    from retrieval.train_cli import train_command
-
-    return [synth, train_command]
-
-
-COMMANDS = _commands()
+COMMANDS = [synth, train_command]

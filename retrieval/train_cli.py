@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from retrieval.cli import parse_size, resolve_device
+from retrieval.cli_options import parse_size, resolve_device
 
 EXIT_INTERRUPTED = 130
 
@@ -98,7 +98,8 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--log-every", type=_POSITIVE, default=10, show_default=True,
               help="Write a loss record every N steps.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), help="Loader processes (default: cores-1).")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Loader processes (default: 0 on <= 2 cores, else cores-2, max 8).")
 @click.option("--hard-negatives", is_flag=True,
               help="Closest other-instance images as negatives instead of random ones.")
 @click.option("--max-val-queries", type=_POSITIVE, default=2000, show_default=True,
