@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from retrieval.fileio import atomic_path
@@ -42,13 +41,3 @@ def write_preview(path: str | Path, config: SimConfig, category: int = 0, instan
         sheet.save(tmp, format="PNG")
     return path
 
-
-def tile_grid(images: list[np.ndarray], columns: int) -> np.ndarray:
-    """Equal-sized uint8 images laid out in rows of `columns` (white padding)."""
-    height, width, _ = images[0].shape
-    rows = -(-len(images) // columns)
-    grid = np.full((rows * height, columns * width, 3), 255, np.uint8)
-    for index, image in enumerate(images):
-        r, c = divmod(index, columns)
-        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
-    return grid
