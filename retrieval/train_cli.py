@@ -102,6 +102,10 @@ _POSITIVE = click.IntRange(min=1)
               help="Loader processes (default: 0 on <= 2 cores, else cores-2, max 8).")
 @click.option("--hard-negatives", is_flag=True,
               help="Closest other-instance images as negatives instead of random ones.")
+@click.option("--cls-margin", type=click.FloatRange(min=0, max=1), default=0.15, show_default=True,
+              help="Additive cosine margin of the classification head.")
+@click.option("--cls-weight", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Weight of the classification loss.")
 @click.option("--max-val-queries", type=_POSITIVE, default=2000, show_default=True,
               help="Cap on validation queries (evenly spread).")
 @click.option("--stop-at-step", type=_POSITIVE,
@@ -112,8 +116,8 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_command(data_dir, out_dir, method, losses, backbone, pretrained, backbone_weights,
                   image_size, embedding_dim, epochs, batch, lr, schedule, steps_per_epoch,
-                  checkpoint_every, log_every, seed, workers, hard_negatives, max_val_queries,
-                  stop_at_step, device, resume, quiet):
+                  checkpoint_every, log_every, seed, workers, hard_negatives, cls_margin, cls_weight,
+                  max_val_queries, stop_at_step, device, resume, quiet):
     """Train an embedding network on the train rows of DATA_DIR/manifest.parquet."""
     from retrieval.train import DivergedError, TrainError, TrainSettings, train
 
@@ -129,7 +133,8 @@ def train_command(data_dir, out_dir, method, losses, backbone, pretrained, backb
         embedding_dim=embedding_dim, epochs=epochs, instances_per_batch=batch[0],
         images_per_instance=batch[1], lr=lr, schedule=schedule, steps_per_epoch=steps_per_epoch,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, workers=workers,
-        hard_negatives=hard_negatives, max_val_queries=max_val_queries,
+        hard_negatives=hard_negatives, cls_margin=cls_margin, cls_weight=cls_weight,
+        max_val_queries=max_val_queries,
         device=resolve_device(device), resume=resume, stop_at_step=stop_at_step,
         progress=not quiet,
     )

@@ -30,6 +30,7 @@ from retrieval.model import (
     BackboneWeightsError,
     BlurAwareNet,
     LossConfig,
+    LossWeights,
     MarginSoftmaxHead,
     method_spec,
     save_checkpoint,
@@ -85,6 +86,8 @@ class TrainSettings:
     seed: int = 0
     workers: int | None = None  # None: default_workers()
     hard_negatives: bool = False
+    cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
+    cls_weight: float = 0.1  # weight of the classification loss in the total (published)
     max_val_queries: int | None = 2000
     val_batch_size: int = 64
     device: str = "cpu"
@@ -139,6 +142,7 @@ class Trainer:
         self.out_dir = Path(settings.out_dir)
         self.spec = self._method_spec()
         self.loss_config = LossConfig(enabled=self.spec.losses,
+                                      weights=LossWeights(cls=settings.cls_weight),
                                       hard_negatives=settings.hard_negatives)
         self.data, self.validation, self.data_fingerprint = self._load_data()
         batch_images = settings.instances_per_batch * settings.images_per_instance
@@ -195,7 +199,8 @@ class Trainer:
             raise TrainError(f"backbone {settings.backbone!r}: {exc}") from exc
         head = None
         if "cls" in self.spec.losses:
-            head = MarginSoftmaxHead(settings.embedding_dim, self.data.num_classes)
+            head = MarginSoftmaxHead(settings.embedding_dim, self.data.num_classes,
+                                     margin=settings.cls_margin)
         memory_format = (torch.channels_last if self.device.type == "cuda"
                          else torch.contiguous_format)
         self.model = model.to(self.device, memory_format=memory_format).train()
@@ -416,6 +421,7 @@ class Trainer:
                 "batch": [settings.instances_per_batch, settings.images_per_instance],
                 "steps_per_epoch": self.steps_per_epoch, "epochs": settings.epochs,
                 "hard_negatives": settings.hard_negatives, "pretrained": settings.pretrained,
+                "cls_margin": settings.cls_margin, "cls_weight": settings.cls_weight,
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
             },
         }
