@@ -115,6 +115,8 @@ def bench_speed(model, batch_size, images, vectors, seconds, workers, device, qu
     import tempfile
     from pathlib import Path
 
+    import torch
+
     from benchmark.index_speed import format_summary, run_index_benchmark
     from benchmark.speed import embedding_rates, simulator_rate, write_sample_images
     from retrieval.embed import load_embedder
@@ -144,15 +146,9 @@ def bench_speed(model, batch_size, images, vectors, seconds, workers, device, qu
     if json_path:
         write_json_atomic(json_path, {
             "model": model, "fingerprint": embedder.fingerprint, "device": device,
-            "batch_size": batch_size, "torch_threads": torch_threads(),
+            "batch_size": batch_size, "torch_threads": torch.get_num_threads(),
             "simulator": simulator, "embedding": embedding, "index": index,
         })
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _register_map() -> None:

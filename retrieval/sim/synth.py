@@ -56,8 +56,10 @@ def image_relpath(split: str, category: int, instance: int, trajectory: int, exp
     return f"images/{split}/c{category:03d}/i{instance:06d}_t{trajectory:03d}_e{exposure:02d}.png"
 
 
-def _labelled_row(job: TrajectoryJob, exposure: int, rendered: RenderedImage, role: str) -> _Row:
-    severity = blur_severity(rendered.alpha)
+def _labelled_row(job: TrajectoryJob, exposure: int, rendered: RenderedImage, role: str,
+                  severity: float | None = None) -> _Row:
+    """The manifest row of one rendered image; pass `severity` when it is already known."""
+    severity = blur_severity(rendered.alpha) if severity is None else severity
     return _Row(
         path=image_relpath(job.split, job.category, job.instance, job.trajectory, exposure),
         category=job.category, instance=job.instance, trajectory=job.trajectory,
@@ -70,12 +72,13 @@ def _rows_for(job: TrajectoryJob, images: dict[int, RenderedImage]) -> list[tupl
     if job.kind == "all":
         role = _ROLE_OF_SPLIT[job.split]
         return [(_labelled_row(job, e, images[e], role), images[e]) for e in sorted(images)]
-    levels = [blur_level(blur_severity(images[e].alpha)) for e in sorted(images)]
+    severities = {e: blur_severity(images[e].alpha) for e in sorted(images)}
+    levels = [blur_level(severity) for severity in severities.values()]
     if job.kind == "query":
-        exposures = sorted(select_query_exposures(levels).values())
-        return [(_labelled_row(job, e, images[e], "query"), images[e]) for e in exposures]
-    exposure = select_database_exposure(levels, job.trajectory)
-    return [(_labelled_row(job, exposure, images[exposure], "database"), images[exposure])]
+        chosen, role = sorted(select_query_exposures(levels).values()), "query"
+    else:
+        chosen, role = [select_database_exposure(levels, job.trajectory)], "database"
+    return [(_labelled_row(job, e, images[e], role, severities[e]), images[e]) for e in chosen]
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
