@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/blur-retrieval}
 DATA=${DATA:-data/small}
 RUNS=${RUNS:-runs/shipped}
-EPOCHS=${EPOCHS:-4}
-STEPS=${STEPS:-900}
+EPOCHS=${EPOCHS:-6}
+STEPS=${STEPS:-500}
 DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-1}
 
@@ -25,6 +25,7 @@ mkdir -p "$RUNS"
 for method in blur-aware standard sharp-only; do
   OMP_NUM_THREADS=$THREADS nice "$BIN" train "$DATA" --out "$RUNS/$method" --method "$method" \
     --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch 16,4 --lr 1e-3 --schedule cosine \
+    --cls-margin 0 --cls-weight 1 \
     --workers 0 --max-val-queries 1000 --device "$DEVICE" --seed 0 -q \
     > "$RUNS/$method.out" 2>&1 &
 done

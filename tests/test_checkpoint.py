@@ -118,7 +118,7 @@ def test_config_with_a_different_architecture_is_refused_as_mismatched(tmp_path)
     rewrite_config(tmp_path / "ckpt", embedding_dim=32)
     with pytest.raises(
         CheckpointError,
-        match=r"model\.safetensors.*mismatched.*project\.bias: file \(16,\) vs config \(32,\)",
+        match=r"model\.safetensors.*mismatched.*embedding_norm\.running_mean: file \(16,\) vs config \(32,\)",
     ):
         load_checkpoint(tmp_path / "ckpt")
     rewrite_config(tmp_path / "ckpt", embedding_dim=16, loc_head=False)

@@ -219,3 +219,19 @@ def test_count_parameters():
     layer.bias.requires_grad_(False)
     assert count_parameters(layer, trainable_only=True) == 6
     assert count_parameters(layer) == 8
+
+
+def test_fresh_embeddings_are_spread_over_the_sphere_not_collapsed():
+    # Pooled non-negative features point every image the same way; the batch norm before the
+    # L2 normalisation centres them, otherwise training from scratch started (and stayed)
+    # collapsed. Same images through the bare projection show the collapse being prevented.
+    torch.manual_seed(0)
+    net = BlurAwareNet(TINY, embedding_dim=16).train()
+    batch = torch.rand(24, 3, 48, 64)
+    with torch.no_grad():
+        cosine = net(batch).embedding @ net(batch).embedding.T
+        net.embedding_norm = torch.nn.Identity()
+        collapsed = net(batch).embedding @ net(batch).embedding.T
+    off_diagonal = ~torch.eye(24, dtype=torch.bool)
+    assert abs(cosine[off_diagonal].mean()) < 0.1  # centred: about orthogonal on average
+    assert collapsed[off_diagonal].mean() > 0.3

@@ -14,7 +14,7 @@ from retrieval.images import load_rgb_array
 from retrieval.manifest import MANIFEST_SCHEMA, manifest_items, read_manifest
 from retrieval.sim import RenderRequest, SimConfig, blur_level, blur_severity, render_trajectories
 from retrieval.sim.layout import PRESETS, Preset, instance_split
-from retrieval.sim.objects import DISTRACTOR_BASE, split_instance_id
+from retrieval.sim.objects import DISTRACTOR_BASE, object_spec, split_instance_id
 from retrieval.sim.severity import blur_value, streak_box
 from retrieval.sim.synth import render_rows, synthesize
 
@@ -97,6 +97,18 @@ def test_objects_turn_out_of_plane():
     sliding = render_trajectories(SimConfig(height=64, width=64, max_rotation_deg=0.0), [request])[0]
     assert np.array_equal(turning[0].alpha, sliding[0].alpha)  # same start pose
     assert not np.array_equal(turning[10].alpha, sliding[10].alpha)
+
+
+def test_instances_of_a_category_share_shape_kind_but_not_palette():
+    # Instance identity must be visible: palettes of one category's instances are far apart
+    # (a few hue degrees of jitter made unseen instances indistinguishable once lit), while
+    # the shape template and the pattern kind stay those of the category.
+    specs = [object_spec(3, instance) for instance in range(12)]
+    base_colours = np.stack([spec.colors[0] for spec in specs])
+    gaps = np.linalg.norm(base_colours[:, None] - base_colours[None], axis=-1)
+    assert np.median(gaps[np.triu_indices(len(specs), 1)]) > 0.15
+    assert all(np.array_equal(spec.part_active, specs[0].part_active) for spec in specs)
+    assert all((spec.pattern[6] > 0) == (specs[0].pattern[6] > 0) for spec in specs)  # stripes
 
 
 def test_splits_depend_on_instance_only():

@@ -197,9 +197,9 @@ def full_run(data_dir, tmp_path_factory) -> Path:
 
 
 def test_training_lowers_the_loss(data_dir, tmp_path):
-    train(settings(data_dir, tmp_path, epochs=1, steps_per_epoch=10))
+    train(settings(data_dir, tmp_path, epochs=1, steps_per_epoch=16))
     totals = [r["loss"]["total"] for r in log_records(tmp_path, "train")]
-    assert len(totals) == 10
+    assert len(totals) == 16
     assert np.mean(totals[-3:]) < 0.8 * np.mean(totals[:3])
 
 

@@ -7,8 +7,12 @@ pyramids and octahedra with one exact, branch-free ray test (see `render.py`).
 
 A category pairs a shape template with a texture style. Every template and every
 style is shared by several categories, so categories overlap in shape or in
-appearance (inter-class similarity) while instances of one category only differ by
-jittered proportions, colours and pattern frequencies (intra-class similarity).
+appearance (inter-class similarity). Instances of one category share shape, pattern
+kind and the hue arrangement of their palette, and differ by jittered proportions, a
+palette rotated round the colour wheel, saturation, brightness and pattern frequency
+and direction, the way two cars of one model differ by paint and trim. (An earlier
+palette jitter of a few hue degrees made instances indistinguishable once lit: models
+trained on it did no better than chance on unseen instances.)
 Objects never depend on the run's seed: instance i of category c is the same object
 in every preset, which keeps training and test instances comparable across runs.
 """
@@ -202,9 +206,10 @@ def _style(style: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     style_rng = np.random.default_rng([7, style])  # shared by all instances of the style
     base_hue, pattern_hue, dot_hue = style_rng.random(3)
     freq = 2.0 + 4.0 * style_rng.random()
-    hues = np.array([base_hue, pattern_hue, dot_hue]) + rng.normal(0, 0.04, 3)
-    sats = np.clip(style_rng.uniform(0.35, 0.95, 3) + rng.normal(0, 0.08, 3), 0.05, 1)
-    vals = np.clip(style_rng.uniform(0.35, 0.95, 3) + rng.normal(0, 0.08, 3), 0.1, 1)
+    palette_turn = rng.uniform(-0.5, 0.5)  # this instance's rotation of the style's hues
+    hues = np.array([base_hue, pattern_hue, dot_hue]) + palette_turn + rng.normal(0, 0.03, 3)
+    sats = np.clip(style_rng.uniform(0.35, 0.95, 3) + rng.normal(0, 0.2, 3), 0.15, 1)
+    vals = np.clip(style_rng.uniform(0.35, 0.95, 3) + rng.normal(0, 0.2, 3), 0.2, 1)
     colors = np.stack([_hsv_to_linear_rgb(h % 1.0, s, v) for h, s, v in zip(hues, sats, vals)])
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
