@@ -106,6 +106,9 @@ _POSITIVE = click.IntRange(min=1)
               help="Additive cosine margin of the classification head.")
 @click.option("--cls-weight", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Weight of the classification loss.")
+@click.option("--con-margin", type=click.FloatRange(min=0, max=2, min_open=True), default=0.7,
+              show_default=True,
+              help="Contrastive margin: negatives farther apart than this cost nothing.")
 @click.option("--max-val-queries", type=_POSITIVE, default=2000, show_default=True,
               help="Cap on validation queries (evenly spread).")
 @click.option("--stop-at-step", type=_POSITIVE,
@@ -117,7 +120,7 @@ _POSITIVE = click.IntRange(min=1)
 def train_command(data_dir, out_dir, method, losses, backbone, pretrained, backbone_weights,
                   image_size, embedding_dim, epochs, batch, lr, schedule, steps_per_epoch,
                   checkpoint_every, log_every, seed, workers, hard_negatives, cls_margin, cls_weight,
-                  max_val_queries, stop_at_step, device, resume, quiet):
+                  con_margin, max_val_queries, stop_at_step, device, resume, quiet):
     """Train an embedding network on the train rows of DATA_DIR/manifest.parquet."""
     from retrieval.train import DivergedError, TrainError, TrainSettings, train
 
@@ -134,6 +137,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, pretrained, backb
         images_per_instance=batch[1], lr=lr, schedule=schedule, steps_per_epoch=steps_per_epoch,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, workers=workers,
         hard_negatives=hard_negatives, cls_margin=cls_margin, cls_weight=cls_weight,
+        con_margin=con_margin,
         max_val_queries=max_val_queries,
         device=resolve_device(device), resume=resume, stop_at_step=stop_at_step,
         progress=not quiet,

@@ -88,6 +88,7 @@ class TrainSettings:
     hard_negatives: bool = False
     cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
+    con_margin: float = 0.7  # distance beyond which negatives stop costing (published)
     max_val_queries: int | None = 2000
     val_batch_size: int = 64
     device: str = "cpu"
@@ -143,6 +144,7 @@ class Trainer:
         self.spec = self._method_spec()
         self.loss_config = LossConfig(enabled=self.spec.losses,
                                       weights=LossWeights(cls=settings.cls_weight),
+                                      margin=settings.con_margin,
                                       hard_negatives=settings.hard_negatives)
         self.data, self.validation, self.data_fingerprint = self._load_data()
         batch_images = settings.instances_per_batch * settings.images_per_instance
@@ -422,6 +424,7 @@ class Trainer:
                 "steps_per_epoch": self.steps_per_epoch, "epochs": settings.epochs,
                 "hard_negatives": settings.hard_negatives, "pretrained": settings.pretrained,
                 "cls_margin": settings.cls_margin, "cls_weight": settings.cls_weight,
+                "con_margin": settings.con_margin,
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
             },
         }
