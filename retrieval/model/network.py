@@ -115,7 +115,7 @@ class BlurAwareNet(nn.Module):
         # Centres and scales the projection before L2 normalisation, without a learnable
         # shift. Without it the non-negative pooled features give every image nearly the same
         # direction (mean cosine 0.83 at initialisation) and, trained from scratch, embeddings
-        # collapsed further (0.975) and never separated; with a learnable shift they collapsed
+        # collapsed further (0.97-0.98) and never separated; with a learnable shift they collapsed
         # again (0.78, just inside the contrastive margin). The paper's ImageNet-initialised
         # ResNet did not start collapsed.
         self.embedding_norm = nn.BatchNorm1d(embedding_dim, affine=False)
