@@ -2,8 +2,9 @@
 # Recipe of the paper-scale benchmark: the default (`small`) test set with 1,000,000 distractors,
 # the three shipped methods compared on identical data, on a machine with a CUDA GPU.
 #
-# Distractors are virtual rows: the simulator renders them on the GPU while they are embedded,
-# so no image file is written. Embeddings are cached in OUT/.cache, so a run that is stopped
+# Distractors are virtual rows: the loader workers render them on the CPU while the GPU
+# embeds (WORKERS=0 renders them on the GPU in the main process instead), so no image file
+# is written. Embeddings are cached in OUT/.cache, so a run that is stopped
 # can be started again with the same command and goes on from the cached vectors. The index is
 # IVF (factory "auto" above 100k vectors) with recall@100 against exact search reported.
 #
@@ -11,7 +12,7 @@
 #
 # Set-up on a fresh GPU machine: `python3 -m venv .venv && .venv/bin/pip install -e .` (faiss
 # comes from the faiss-gpu wheel). On a CPU-only machine, use DEVICE=cpu and expect days, not
-# minutes: the 100k run of the README is the CPU-sized version.
+# minutes: DISTRACTORS=100000 is the CPU-sized version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/blur-retrieval}
