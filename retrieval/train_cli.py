@@ -77,7 +77,16 @@ _POSITIVE = click.IntRange(min=1)
                    "on exposure 0 only).")
 @click.option("--losses", callback=_parse_losses, metavar="LIST",
               help="Ablation: comma list of con,cls,be,loc (overrides the method's).")
-@click.option("--backbone", help="timm model name (default: mobilenetv3_small_100).")
+@click.option("--backbone", help="timm model name (default: plainnet_s).")
+@click.option("--head", type=click.Choice(["crop", "global"]),
+              help="crop: describe a crop around the predicted streak box; global: pool the "
+                   "whole image (published). Default: crop when the method has a localisation "
+                   "head, else global.")
+@click.option("--crop-size", type=click.IntRange(16, 512), default=48, show_default=True,
+              help="Side in pixels the crop head resamples its crops to.")
+@click.option("--predicted-crops", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of training crops taken at the predicted box instead of the "
+                   "jittered true box, reached linearly by the last step.")
 @click.option("--pretrained", is_flag=True, help="ImageNet backbone weights (timm downloads).")
 @click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Local backbone weights (.safetensors or state-dict .pt).")
@@ -104,6 +113,8 @@ _POSITIVE = click.IntRange(min=1)
               help="Closest other-instance images as negatives instead of random ones.")
 @click.option("--cls-margin", type=click.FloatRange(min=0, max=1), default=0.15, show_default=True,
               help="Additive cosine margin of the classification head.")
+@click.option("--cls-scale", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Logit scale of the classification head.")
 @click.option("--cls-weight", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Weight of the classification loss.")
 @click.option("--con-margin", type=click.FloatRange(min=0, max=2, min_open=True), default=0.7,
@@ -117,11 +128,17 @@ _POSITIVE = click.IntRange(min=1)
               show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train_command(data_dir, out_dir, method, losses, backbone, pretrained, backbone_weights,
-                  image_size, embedding_dim, epochs, batch, lr, schedule, steps_per_epoch,
-                  checkpoint_every, log_every, seed, workers, hard_negatives, cls_margin, cls_weight,
-                  con_margin, max_val_queries, stop_at_step, device, resume, quiet):
-    """Train an embedding network on the train rows of DATA_DIR/manifest.parquet."""
+def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, predicted_crops,
+                  pretrained, backbone_weights, image_size, embedding_dim, epochs, batch, lr,
+                  schedule, steps_per_epoch, checkpoint_every, log_every, seed, workers,
+                  hard_negatives, cls_margin, cls_scale, cls_weight, con_margin, max_val_queries,
+                  stop_at_step, device, resume, quiet):
+    """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
+
+    A data set written by `synth` trains on its train instances as a composite stream (object
+    layers over backgrounds drawn independently of the instance, built once into
+    DATA_DIR/train_layers); any other manifest trains on its rows with role 'train'.
+    """
     from retrieval.train import DivergedError, TrainError, TrainSettings, train
 
     if not (data_dir / "manifest.parquet").is_file() and not data_dir.is_file():
@@ -137,8 +154,8 @@ def train_command(data_dir, out_dir, method, losses, backbone, pretrained, backb
         images_per_instance=batch[1], lr=lr, schedule=schedule, steps_per_epoch=steps_per_epoch,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, workers=workers,
         hard_negatives=hard_negatives, cls_margin=cls_margin, cls_weight=cls_weight,
-        con_margin=con_margin,
-        max_val_queries=max_val_queries,
+        con_margin=con_margin, cls_scale=cls_scale, head=head, crop_size=crop_size,
+        predicted_crop_fraction=predicted_crops, max_val_queries=max_val_queries,
         device=resolve_device(device), resume=resume, stop_at_step=stop_at_step,
         progress=not quiet,
     )

@@ -41,6 +41,8 @@ from retrieval.model.losses import (
 )
 from retrieval.model.network import (
     DEFAULT_BACKBONE,
+    DEFAULT_CROP_SIZE,
+    HEADS,
     BackboneWeightsError,
     BlurAwareNet,
     MarginSoftmaxHead,
@@ -51,6 +53,8 @@ from retrieval.model.network import (
 
 __all__ = [
     "DEFAULT_BACKBONE",
+    "DEFAULT_CROP_SIZE",
+    "HEADS",
     "LOSS_NAMES",
     "METHODS",
     "BackboneWeightsError",

@@ -44,6 +44,8 @@ FINGERPRINT_KEYS = (
     "blur_head",
     "loc_head",
 )
+# Layout keys newer checkpoints add; absent means the layout that predates them (global head).
+OPTIONAL_ARCHITECTURE_KEYS = ("head", "crop_size")
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
@@ -120,9 +122,9 @@ def model_fingerprint(config: Mapping[str, Any]) -> str:
     missing = [key for key in FINGERPRINT_KEYS if key not in config]
     if missing:
         raise CheckpointError(f"config lacks {missing}, needed for the model fingerprint")
-    canonical = json.dumps(
-        {key: config[key] for key in FINGERPRINT_KEYS}, sort_keys=True, separators=(",", ":")
-    )
+    named = {key: config[key] for key in FINGERPRINT_KEYS}
+    named.update({key: config[key] for key in OPTIONAL_ARCHITECTURE_KEYS if key in config})
+    canonical = json.dumps(named, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
@@ -230,8 +232,9 @@ def load_checkpoint(
             embedding_dim=config["embedding_dim"],
             blur_head=config["blur_head"],
             loc_head=config["loc_head"],
+            **{key: config[key] for key in OPTIONAL_ARCHITECTURE_KEYS if key in config},
         )
-    except (RuntimeError, ValueError) as exc:  # timm reports an unknown backbone as RuntimeError
+    except (RuntimeError, ValueError, TypeError) as exc:  # timm reports an unknown backbone as RuntimeError
         config_path = directory / CONFIG_FILENAME
         raise CheckpointError(f"{config_path}: cannot build the model: {exc}") from exc
     expected = model.state_dict()

@@ -19,9 +19,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
+from retrieval.model import plainnet  # noqa: F401  (registers the plain backbones in timm)
+from retrieval.model.crop import crop_squares, square_crop_boxes
 from retrieval.model.gem import GeM
 
-DEFAULT_BACKBONE = "mobilenetv3_small_100"
+DEFAULT_BACKBONE = "plainnet_s"
+HEADS = ("crop", "global")
+DEFAULT_CROP_SIZE = 48
+LOCATOR_SCALE = 0.5  # the crop head finds the streak on the image at half resolution
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -74,6 +79,12 @@ class BlurAwareNet(nn.Module):
     so every caller (trainer, embedder, benchmark) feeds pixels the same way. With a head
     disabled its hidden layer is left out of the embedding and its prediction is None, which
     gives the `standard` baseline from the same class.
+
+    head="global" is the published layout: every branch pools the backbone's map of the whole
+    image. head="crop" finds, then describes: a second instance of the backbone (the locator)
+    sees the image at half resolution and feeds the blur and localisation branches; the
+    descriptor branch pools the backbone's map of a square crop around the streak box (the
+    predicted box, or boxes the trainer passes), resampled to `crop_size` pixels.
     """
 
     def __init__(
@@ -84,19 +95,28 @@ class BlurAwareNet(nn.Module):
         loc_head: bool = True,
         pretrained: bool = False,
         backbone_weights: str | Path | None = None,
+        head: str = "global",
+        crop_size: int = DEFAULT_CROP_SIZE,
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
         if pretrained and backbone_weights is not None:
             raise ValueError("give either pretrained=True or backbone_weights, not both")
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose from {list(HEADS)}")
+        if head == "crop" and not loc_head:
+            raise ValueError("the crop head needs the localisation head (it crops the predicted "
+                             "streak box); use head='global' without one")
+        if not 16 <= crop_size <= 512:
+            raise ValueError(f"crop_size must be between 16 and 512 pixels, got {crop_size}")
         self.backbone_name = backbone
         self.embedding_dim = embedding_dim
-        self.backbone = timm.create_model(
-            backbone, pretrained=pretrained, num_classes=0, global_pool=""
-        )
-        if backbone_weights is not None:
-            load_backbone_weights(self.backbone, backbone_weights)
+        self.head = head
+        self.crop_size = crop_size
+        self.backbone = _make_backbone(backbone, pretrained, backbone_weights)
+        self.locator = (_make_backbone(backbone, pretrained, backbone_weights)
+                        if head == "crop" else None)
         channels = int(self.backbone.num_features)
         if channels < 8:
             raise ValueError(f"backbone {backbone!r} has {channels} channels; at least 8 needed")
@@ -135,32 +155,60 @@ class BlurAwareNet(nn.Module):
             "embedding_dim": self.embedding_dim,
             "blur_head": self.has_blur_head,
             "loc_head": self.has_loc_head,
+            "head": self.head,
+            "crop_size": self.crop_size,
         }
 
-    def forward(self, images: torch.Tensor) -> NetOutput:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected RGB images [B, 3, H, W], got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
-        features = self.backbone.forward_features((images - self.pixel_mean) / self.pixel_std)
+    def _features(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        features = backbone.forward_features((images - self.pixel_mean) / self.pixel_std)
         if features.ndim != 4:
             raise ValueError(
                 f"backbone {self.backbone_name!r} returned features of shape "
                 f"{tuple(features.shape)}; a CNN feature map [B, C, h, w] is required"
             )
-        parts = [self.descriptor(features)]
-        blur_value = box = None
+        return features
+
+    def forward(self, images: torch.Tensor, crop_boxes: torch.Tensor | None = None) -> NetOutput:
+        """`crop_boxes` ([B, 4] normalised cx, cy, w, h) replace the predicted boxes as the
+        crop head's windows, except in NaN rows (training crops jittered true boxes and some
+        predicted ones); the global head ignores them."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected RGB images [B, 3, H, W], got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
+        if self.locator is None:
+            aux_features = features = self._features(self.backbone, images)
+        else:
+            small = F.interpolate(images, scale_factor=LOCATOR_SCALE, mode="bilinear",
+                                  antialias=True, align_corners=False)
+            aux_features = self._features(self.locator, small)
+        hidden_parts, blur_value, box = [], None, None
         if self.blur_branch is not None:
-            hidden, prediction = self.blur_branch(features)
-            parts.append(hidden)
+            hidden, prediction = self.blur_branch(aux_features)
+            hidden_parts.append(hidden)
             blur_value = prediction.squeeze(1).float()
         if self.loc_branch is not None:
-            hidden, box = self.loc_branch(features)
-            parts.append(hidden)
+            hidden, box = self.loc_branch(aux_features)
+            hidden_parts.append(hidden)
             box = box.float()
+        if self.locator is not None:
+            windows = box.detach()
+            if crop_boxes is not None:
+                given = crop_boxes.to(windows.dtype)
+                windows = torch.where(torch.isnan(given), windows, given)
+            squares = square_crop_boxes(windows, tuple(images.shape[-2:]))
+            features = self._features(self.backbone, crop_squares(images, squares, self.crop_size))
+        parts = [self.descriptor(features), *hidden_parts]
         projected = self.embedding_norm(self.project(torch.cat(parts, dim=1)))
         embedding = F.normalize(projected.float(), dim=1)
         return NetOutput(embedding=embedding, blur_value=blur_value, box=box)
+
+
+def _make_backbone(name: str, pretrained: bool, weights: str | Path | None) -> nn.Module:
+    backbone = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="")
+    if weights is not None:
+        load_backbone_weights(backbone, weights)
+    return backbone
 
 
 class MarginSoftmaxHead(nn.Module):

@@ -8,11 +8,12 @@ pyramids and octahedra with one exact, branch-free ray test (see `render.py`).
 A category pairs a shape template with a texture style. Every template and every
 style is shared by several categories, so categories overlap in shape or in
 appearance (inter-class similarity). Instances of one category share shape, pattern
-kind and the hue arrangement of their palette, and differ by jittered proportions, a
-palette rotated round the colour wheel, saturation, brightness and pattern frequency
-and direction, the way two cars of one model differ by paint and trim. (An earlier
-palette jitter of a few hue degrees made instances indistinguishable once lit: models
-trained on it did no better than chance on unseen instances.)
+family (two pattern kinds, a range of saturation and brightness) and gloss; each
+instance draws its own proportions (+-18 %), pattern kind from the family, three
+independent colours, frequencies, directions and placement, the way two mugs of one
+shape differ by print. (Earlier versions only turned a shared palette round the colour
+wheel, which lighting and camera curves partly undid: models trained on them did no
+better than chance on unseen instances.)
 Objects never depend on the run's seed: instance i of category c is the same object
 in every preset, which keeps training and test instances comparable across runs.
 """
@@ -188,9 +189,11 @@ def _template(template: int, j: np.ndarray) -> _PartBuilder:
     return b.add(planes=[*_box_planes(0.6 * j[0], 0.5 * j[1], 0.45), ((1, 1, 0), 0.45 * j[2])])
 
 
-# Texture styles: (pattern kind, base hue, hue spread, stripe frequency, dot radius).
+# Texture families. A category's style fixes which two pattern kinds its instances draw from
+# and the saturation / brightness range of their paint; everything else is the instance's own.
 # kind: 0 stripes, 1 checker, 2 dots, 3 two-tone, 4 stripes+dots, 5 plain
-_STYLE_KINDS = (0, 1, 2, 3, 4, 0, 1, 2, 5, 4, 0, 3, 1, 2, 0, 4, 3, 5, 1, 2)
+_STYLE_KINDS = ((0, 2), (1, 3), (2, 4), (3, 0), (4, 1), (0, 1), (1, 2), (2, 3), (5, 0), (4, 3),
+                (0, 4), (3, 2), (1, 4), (2, 0), (0, 3), (4, 2), (3, 1), (5, 2), (1, 0), (2, 1))
 
 
 def _hsv_to_linear_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -202,26 +205,34 @@ def _hsv_to_linear_rgb(h: float, s: float, v: float) -> np.ndarray:
 
 
 def _style(style: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
-    kind = _STYLE_KINDS[style]
+    """The instance's own texture: kind, three independent colours, frequencies, placement.
+
+    Only the family (two allowed pattern kinds, a saturation and brightness range, a gloss)
+    comes from the category's style, so instances of a category look related but are told
+    apart at a glance when sharp, as two mugs of one shape with different prints.
+    """
     style_rng = np.random.default_rng([7, style])  # shared by all instances of the style
-    base_hue, pattern_hue, dot_hue = style_rng.random(3)
-    freq = 2.0 + 4.0 * style_rng.random()
-    palette_turn = rng.uniform(-0.5, 0.5)  # this instance's rotation of the style's hues
-    hues = np.array([base_hue, pattern_hue, dot_hue]) + palette_turn + rng.normal(0, 0.03, 3)
-    sats = np.clip(style_rng.uniform(0.35, 0.95, 3) + rng.normal(0, 0.2, 3), 0.15, 1)
-    vals = np.clip(style_rng.uniform(0.35, 0.95, 3) + rng.normal(0, 0.2, 3), 0.2, 1)
+    kinds = _STYLE_KINDS[style]
+    sat_low = style_rng.uniform(0.35, 0.6)
+    val_low = style_rng.uniform(0.35, 0.6)
+    kind = kinds[int(rng.integers(2))]
+    hues = rng.random(3)
+    hues[1] = hues[0] + rng.uniform(0.2, 0.8)  # pattern colour never close to the base colour
+    sats = rng.uniform(sat_low, 1.0, 3)
+    vals = rng.uniform(val_low, 1.0, 3)
     colors = np.stack([_hsv_to_linear_rgb(h % 1.0, s, v) for h, s, v in zip(hues, sats, vals)])
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
     cross = np.cross(direction, rng.normal(size=3))
     cross /= np.linalg.norm(cross)
-    stripe_f = freq * rng.uniform(0.8, 1.25) if kind in (0, 1, 4) else 0.0
-    cross_f = stripe_f * rng.uniform(0.8, 1.25) if kind == 1 else 0.0
-    dot_f = freq * rng.uniform(0.9, 1.3) if kind in (2, 4) else 0.0
-    dot_r = rng.uniform(0.22, 0.34) if kind in (2, 4) else 0.0
+    freq = rng.uniform(1.5, 6.0)
+    stripe_f = freq if kind in (0, 1, 4) else 0.0
+    cross_f = rng.uniform(1.5, 6.0) if kind == 1 else 0.0
+    dot_f = rng.uniform(2.0, 5.0) if kind in (2, 4) else 0.0
+    dot_r = rng.uniform(0.18, 0.36) if kind in (2, 4) else 0.0
     split = 1.0 if kind == 3 else 0.0
     pattern = np.array(
-        [*direction, *cross, stripe_f, rng.uniform(0.35, 0.6), cross_f, dot_f, dot_r, split,
+        [*direction, *cross, stripe_f, rng.uniform(0.3, 0.7), cross_f, dot_f, dot_r, split,
          *rng.random(3)]
     )
     return colors, pattern, float(style_rng.uniform(0.0, 0.5))

@@ -16,7 +16,7 @@ renders to the same bits alone or in any batch, which virtual manifest rows rely
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,27 +285,47 @@ def row_substeps(config: SimConfig, motion: Trajectory) -> int:
     return max(2, math.ceil(speed / 1.5))
 
 
+def compose_layer(layer: torch.Tensor, background: torch.Tensor, curve: torch.Tensor,
+                  noise: torch.Tensor, read_noise: float, shot_noise: float) -> torch.Tensor:
+    """One image from its object layer: over the background in linear light, camera curve, noise.
+
+    `layer` is [4, H, W]: premultiplied linear RGB and coverage; `background` [3, H, W] linear;
+    `curve` a one-element int64 tensor; `noise` unit Gaussian [3, H, W]. Returns uint8 [H, W, 3].
+    The data sets and the training stream (which puts layers over unrelated backgrounds) both
+    form their pixels here, so they share one image model.
+    """
+    alpha = layer[3:4]
+    linear = layer[:3] + (1 - alpha) * background
+    display = apply_camera_curve(linear[None], curve)[0]
+    sigma = (read_noise**2 + shot_noise * display).sqrt()
+    pixels = ((display + sigma * noise).clamp(0, 1) * 255).round().to(torch.uint8)
+    return pixels.permute(1, 2, 0)
+
+
 def _finish(config: SimConfig, batch: _Batch, acc: torch.Tensor, backgrounds: torch.Tensor,
             motions: list[Trajectory], rows: list[int], frames: list[int], exposure: int
             ) -> list[RenderedImage]:
-    """Blurred object layer over the background in linear light, camera curve, then noise.
+    """The images of the given rows after `exposure` steps (their layers over their backgrounds).
 
     One image at a time: full-batch temporaries of this size are fresh mmap'd memory on every
     call, and their page faults cost more than the arithmetic.
     """
-    pad = config.crop_size + 2
     images = []
-    for row, count in zip(rows, frames):
-        mean = acc[row, :, pad : pad + config.height, pad : pad + config.width] / count
-        alpha = mean[3:4]
-        linear = mean[:3] + (1 - alpha) * backgrounds[row]
-        display = apply_camera_curve(linear[None], batch.curve[row : row + 1])[0]
+    for row, layer in zip(rows, _mean_layers(config, acc, rows, frames)):
         motion = motions[row]
-        noise = sensor_noise(motion.noise_seed, exposure, tuple(display.shape)).to(acc.device)
-        sigma = (motion.read_noise**2 + motion.shot_noise * display).sqrt()
-        pixels = ((display + sigma * noise).clamp(0, 1) * 255).round().to(torch.uint8)
-        images.append(RenderedImage(pixels.permute(1, 2, 0).cpu().numpy(), alpha[0].cpu().numpy()))
+        noise = sensor_noise(motion.noise_seed, exposure, (3, config.height, config.width))
+        pixels = compose_layer(layer, backgrounds[row], batch.curve[row : row + 1],
+                               noise.to(acc.device), motion.read_noise, motion.shot_noise)
+        images.append(RenderedImage(pixels.cpu().numpy(), layer[3].cpu().numpy()))
     return images
+
+
+def _mean_layers(config: SimConfig, acc: torch.Tensor, rows: list[int], frames: list[int]
+                 ) -> list[torch.Tensor]:
+    """Motion-blurred object layers [4, H, W]: each row's accumulated frames over their count."""
+    pad = config.crop_size + 2
+    return [acc[row, :, pad : pad + config.height, pad : pad + config.width] / count
+            for row, count in zip(rows, frames)]
 
 
 _FRAME_CHUNK_ELEMENTS = 4_000_000  # ray-test temporaries per chunk (16 MB of float32)
@@ -323,13 +343,14 @@ def _render_frame_chunked(batch: _Batch, tau: float, steps: int, crop: int):
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def render_trajectories(
-    config: SimConfig, requests: Sequence[RenderRequest], device: str | torch.device = "cpu"
-) -> list[dict[int, RenderedImage]]:
-    """Render the requested exposures of each trajectory; one dict exposure -> image per request."""
-    device = torch.device(device)
-    if not requests:
-        return []
+def _integrate(config: SimConfig, requests: Sequence[RenderRequest], device: torch.device,
+               emit: Callable[[_Batch, torch.Tensor, list[Trajectory], list[int], list[int], int,
+                               list[int]], None]) -> None:
+    """Ray cast and accumulate every trajectory's frames, calling `emit` at each wanted exposure.
+
+    emit(batch, acc, motions, rows, frame_counts, exposure, request_indices) sees the running
+    accumulators of the rows whose request asks for `exposure` after that many steps.
+    """
     for req in requests:
         bad = [e for e in req.exposures if not 0 <= e < config.exposures]
         if bad:
@@ -341,15 +362,9 @@ def render_trajectories(
     motions = [sample_trajectory(config, r.category, r.instance, r.trajectory) for r in reqs]
     substeps = [row_substeps(config, m) for m in motions]
     batch = _Batch(objects, motions, device)
-    backgrounds = torch.stack([
-        torch.from_numpy(render_background(m.background_seed, config.height, config.width).copy())
-        for m in motions
-    ]).to(device).permute(0, 3, 1, 2).float() / 255.0
-    backgrounds = backgrounds * backgrounds  # display -> linear light (gamma 2)
     last_step = [max(r.exposures, default=0) for r in reqs]
     pad = crop + 2
     acc = torch.zeros(len(reqs), 4, config.height + 2 * pad, config.width + 2 * pad, device=device)
-    results: list[dict[int, RenderedImage]] = [{} for _ in reqs]
     for step in range(last_step[0] + 1):
         # One ray-cast key frame per motion step; the frames in between are the key frame
         # translated along the motion (rotation and scale change by at most ~1.3 degrees
@@ -362,10 +377,61 @@ def render_trajectories(
         wanted = [i for i in range(active) if step in reqs[i].exposures]
         if wanted:
             frames = [step * substeps[i] + 1 for i in wanted]
-            images = _finish(config, batch, acc, backgrounds, motions, wanted, frames, step)
-            for i, image in zip(wanted, images):
-                results[order[i]][step] = image
+            emit(batch, acc, motions, wanted, frames, step, [order[i] for i in wanted])
         for row, (window, corner) in enumerate(windows):
             if last_step[row] > step:
                 _splat_motion(acc[row], window, corner, motions[row].velocity, substeps[row], 1, pad)
+
+
+def render_trajectories(
+    config: SimConfig, requests: Sequence[RenderRequest], device: str | torch.device = "cpu"
+) -> list[dict[int, RenderedImage]]:
+    """Render the requested exposures of each trajectory; one dict exposure -> image per request."""
+    device = torch.device(device)
+    results: list[dict[int, RenderedImage]] = [{} for _ in requests]
+    if not requests:
+        return results
+
+    backgrounds: torch.Tensor | None = None
+
+    def emit(batch, acc, motions, rows, frames, exposure, indices):
+        nonlocal backgrounds
+        if backgrounds is None:  # the motions (and so the backgrounds) are known from here on
+            backgrounds = _linear_backgrounds(config, motions, device)
+        images = _finish(config, batch, acc, backgrounds, motions, rows, frames, exposure)
+        for index, image in zip(indices, images):
+            results[index][exposure] = image
+
+    _integrate(config, requests, device, emit)
     return results
+
+
+def render_object_layers(
+    config: SimConfig, requests: Sequence[RenderRequest], device: str | torch.device = "cpu"
+) -> list[dict[int, torch.Tensor]]:
+    """The motion-blurred object layers (premultiplied linear RGB + coverage, float32 [4, H, W])
+    of the requested exposures, without background, camera curve or noise; one dict per request.
+
+    Training composes them over backgrounds of its own choosing (`compose_layer`), so no
+    background is tied to an instance.
+    """
+    device = torch.device(device)
+    results: list[dict[int, torch.Tensor]] = [{} for _ in requests]
+
+    def emit(batch, acc, motions, rows, frames, exposure, indices):
+        for index, layer in zip(indices, _mean_layers(config, acc, rows, frames)):
+            results[index][exposure] = layer.clone()
+
+    if requests:
+        _integrate(config, requests, device, emit)
+    return results
+
+
+def _linear_backgrounds(config: SimConfig, motions: list[Trajectory], device: torch.device
+                        ) -> torch.Tensor:
+    """Each trajectory's own background [B, 3, H, W] in linear light (display squared)."""
+    backgrounds = torch.stack([
+        torch.from_numpy(render_background(m.background_seed, config.height, config.width).copy())
+        for m in motions
+    ]).to(device).permute(0, 3, 1, 2).float() / 255.0
+    return backgrounds * backgrounds

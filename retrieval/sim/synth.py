@@ -34,6 +34,7 @@ from retrieval.sim.objects import global_instance_id
 from retrieval.sim.render import RenderedImage, RenderRequest, render_trajectories
 from retrieval.sim.severity import blur_level, blur_severity, streak_box
 
+SETTINGS_NAME = "synth.json"  # the preset and simulator settings a data set was made with
 _ROLE_OF_SPLIT = {"train": "train", "val": "val"}
 _PNG_LEVEL = 1  # fast zlib level: PNG is lossless either way, level 1 is ~4x faster
 
@@ -162,7 +163,7 @@ def synthesize(
             row.path = None
     manifest = out_dir / MANIFEST_NAME
     write_manifest(manifest, _columns(rows), config)
-    write_json_atomic(out_dir / "synth.json", {
+    write_json_atomic(out_dir / SETTINGS_NAME, {
         "preset": asdict(preset), "sim": config.to_dict(), "virtual": virtual, "splits": list(splits),
         "rows": len(rows), "roles": _role_counts(rows), "query_levels": _query_levels(rows),
     })

@@ -29,7 +29,7 @@ class TrainingSet:
     """Rows the trainer draws from, with one target per row (arrays aligned with `items`)."""
 
     manifest: Path
-    items: list[ManifestRow]
+    items: list[ManifestRow] | list[int]  # manifest rows (files), or layer-bank row numbers
     classes: np.ndarray  # int64: class index 0..C-1 of the row's instance
     trajectories: np.ndarray  # int64: trajectory number within the instance
     blur_values: np.ndarray  # float32: v = 1 - blur severity (NaN where unknown)
@@ -78,18 +78,7 @@ def select_training_rows(
         which = "role 'train' and exposure 0 (sharp-only)" if sharp_only else "role 'train'"
         raise TrainDataError(f"{manifest}: no rows with {which}")
 
-    candidates = np.unique(instance[keep])
-    trajectory_counts = np.array(
-        [len(np.unique(trajectory[keep & (instance == i)])) for i in candidates]
-    )
-    eligible = candidates[trajectory_counts >= 2]
-    if len(eligible) == 0:
-        raise TrainDataError(
-            f"{manifest}: no training instance has images from two trajectories, so no positive "
-            "pair can be formed"
-        )
-    keep &= np.isin(instance, eligible)
-    rows = np.flatnonzero(keep)
+    candidates, eligible, rows = _rows_with_positives(instance, trajectory, keep, manifest)
 
     severity = _float_column(table, "blur_severity")[rows]
     boxes = np.stack([_float_column(table, name)[rows] for name in BOX_COLUMNS], axis=1)
@@ -102,6 +91,43 @@ def select_training_rows(
         trajectories=trajectory[rows],
         blur_values=(1.0 - severity).astype(np.float32),
         boxes=boxes.astype(np.float32),
+        instance_ids=eligible,
+        dropped_instances=len(candidates) - len(eligible),
+    )
+
+
+def _rows_with_positives(instance: np.ndarray, trajectory: np.ndarray, keep: np.ndarray,
+                         source: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate instances, those seen in two trajectories, kept rows of the latter)."""
+    candidates = np.unique(instance[keep])
+    trajectory_counts = np.array(
+        [len(np.unique(trajectory[keep & (instance == i)])) for i in candidates]
+    )
+    eligible = candidates[trajectory_counts >= 2]
+    if len(eligible) == 0:
+        raise TrainDataError(
+            f"{source}: no training instance has images from two trajectories, so no positive "
+            "pair can be formed"
+        )
+    return candidates, eligible, np.flatnonzero(keep & np.isin(instance, eligible))
+
+
+def bank_training_set(instance: np.ndarray, trajectory: np.ndarray, exposure: np.ndarray,
+                      blur_values: np.ndarray, boxes: np.ndarray, source: Path,
+                      sharp_only: bool = False) -> TrainingSet:
+    """Training rows of a layer bank (items are bank row numbers; only exposure 0 with
+    `sharp_only`), of instances seen in at least two trajectories."""
+    keep = exposure == 0 if sharp_only else np.ones(len(instance), dtype=bool)
+    if not keep.any():
+        raise TrainDataError(f"{source}: no training rows")
+    candidates, eligible, rows = _rows_with_positives(instance, trajectory, keep, source)
+    return TrainingSet(
+        manifest=source,
+        items=rows.tolist(),
+        classes=np.searchsorted(eligible, instance[rows]).astype(np.int64),
+        trajectories=trajectory[rows],
+        blur_values=blur_values[rows].astype(np.float32),
+        boxes=boxes[rows].astype(np.float32),
         instance_ids=eligible,
         dropped_instances=len(candidates) - len(eligible),
     )

@@ -27,6 +27,7 @@ from retrieval.embed import Embedder, PixelBatches, default_workers, pixel_loade
 from retrieval.manifest import ManifestError, manifest_items
 from retrieval.model import (
     DEFAULT_BACKBONE,
+    DEFAULT_CROP_SIZE,
     BackboneWeightsError,
     BlurAwareNet,
     LossConfig,
@@ -37,6 +38,7 @@ from retrieval.model import (
     spec_for_losses,
     total_loss,
 )
+from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import (
     PKSampler,
     TrainingSet,
@@ -53,6 +55,7 @@ from retrieval.train.state import (
     load_train_state,
     save_train_state,
 )
+from retrieval.train.stream import CompositeStream, open_composite_stream, training_crop_boxes
 from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
 
 SCHEDULES = ("constant", "cosine")
@@ -71,6 +74,9 @@ class TrainSettings:
     method: str = "blur-aware"
     losses: frozenset[str] | None = None  # None: the method's own losses
     backbone: str = DEFAULT_BACKBONE
+    head: str | None = None  # None: "crop" when the method has a localisation head, else "global"
+    crop_size: int = DEFAULT_CROP_SIZE
+    predicted_crop_fraction: float = 0.5  # share of crops from predicted boxes by the last step
     pretrained: bool = False
     backbone_weights: Path | None = None
     image_size: tuple[int, int] = (96, 128)
@@ -88,6 +94,7 @@ class TrainSettings:
     hard_negatives: bool = False
     cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
+    cls_scale: float = 30.0  # logit scale of the classification head (published)
     con_margin: float = 0.7  # distance beyond which negatives stop costing (published)
     max_val_queries: int | None = 2000
     val_batch_size: int = 64
@@ -177,15 +184,23 @@ class Trainer:
             raise TrainDataError(str(exc)) from exc
         manifest = Path(settings.data_dir)
         manifest = manifest / "manifest.parquet" if manifest.is_dir() else manifest
-        data = select_training_rows(
-            items, table, manifest, sharp_only=settings.method == "sharp-only",
-            needs_blur="be" in self.spec.losses, needs_box="loc" in self.spec.losses)
+        sharp_only = settings.method == "sharp-only"
+        self.stream: CompositeStream | None = None
+        if (manifest.parent / SYNTH_SETTINGS).is_file():
+            data, self.stream, fingerprint = open_composite_stream(
+                manifest, settings.image_size, sharp_only, settings.seed,
+                device=settings.device, progress=settings.progress)
+        else:
+            data = select_training_rows(
+                items, table, manifest, sharp_only=sharp_only,
+                needs_blur="be" in self.spec.losses, needs_box="loc" in self.spec.losses)
+            fingerprint = file_sha256(manifest)
         if settings.instances_per_batch > data.num_classes:
             raise TrainDataError(
                 f"{manifest}: P={settings.instances_per_batch} instances per batch, but only "
                 f"{data.num_classes} training instances have images from two trajectories")
         validation = build_validation_set(items, table, manifest, settings.max_val_queries)
-        return data, validation, file_sha256(manifest)
+        return data, validation, fingerprint
 
     def _build_model(self) -> None:
         settings = self.settings
@@ -194,7 +209,8 @@ class Trainer:
             model = BlurAwareNet(
                 backbone=settings.backbone, embedding_dim=settings.embedding_dim,
                 blur_head=self.spec.heads.blur_head, loc_head=self.spec.heads.loc_head,
-                pretrained=settings.pretrained, backbone_weights=settings.backbone_weights)
+                pretrained=settings.pretrained, backbone_weights=settings.backbone_weights,
+                head=self.head_kind, crop_size=settings.crop_size)
         except BackboneWeightsError as exc:
             raise TrainError(str(exc)) from exc
         except (RuntimeError, ValueError) as exc:  # timm: RuntimeError for unknown names
@@ -202,7 +218,7 @@ class Trainer:
         head = None
         if "cls" in self.spec.losses:
             head = MarginSoftmaxHead(settings.embedding_dim, self.data.num_classes,
-                                     margin=settings.cls_margin)
+                                     scale=settings.cls_scale, margin=settings.cls_margin)
         memory_format = (torch.channels_last if self.device.type == "cuda"
                          else torch.contiguous_format)
         self.model = model.to(self.device, memory_format=memory_format).train()
@@ -214,6 +230,13 @@ class Trainer:
         factor = _LearningRateFactor(settings.schedule, settings.epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.mining_rng = torch.Generator(device=self.device).manual_seed(settings.seed)
+        self.crop_rng = torch.Generator().manual_seed(settings.seed + 1)
+
+    @property
+    def head_kind(self) -> str:
+        if self.settings.head is not None:
+            return self.settings.head
+        return "crop" if self.spec.heads.loc_head else "global"
 
     def _identity(self) -> dict[str, Any]:
         """The settings that decide the weights, as plain values (stored in the state)."""
@@ -222,6 +245,7 @@ class Trainer:
             if key not in _FREE_ON_RESUME
         }
         identity["losses"] = sorted(self.spec.losses)
+        identity["head"] = self.head_kind
         identity["image_size"] = list(self.settings.image_size)
         identity["backbone_weights"] = (str(self.settings.backbone_weights)
                                         if self.settings.backbone_weights else None)
@@ -245,6 +269,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
             else None,
             "mining_rng": self.mining_rng.get_state(),
+            "crop_rng": self.crop_rng.get_state(),
             "identity": self._identity(),
         }
 
@@ -273,6 +298,7 @@ class Trainer:
         if self.device.type == "cuda" and state["cuda_rng"] is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.mining_rng.set_state(state["mining_rng"])
+        self.crop_rng.set_state(state["crop_rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best_metric = state["best_metric"]
         self.skipped_images = state["skipped_images"]
@@ -324,11 +350,15 @@ class Trainer:
     def _train_epoch(self, stop: StopRequests, bar: tqdm) -> str | None:
         """Train the rest of the current epoch; "interrupted"/"paused" if it stopped early."""
         plan = self.sampler.epoch_batches(self.epoch, self.steps_per_epoch)
-        render_device = "cpu" if self.workers else str(self.device)
-        dataset = PixelBatches(self.data.items, plan, self.settings.image_size, render_device)
-        loader = pixel_loader(dataset, self.workers, pin_memory=self.device.type == "cuda",
-                              order=range(self.position, self.steps_per_epoch))
-        batches = iter(loader)
+        if self.stream is not None:
+            epoch, stream = self.epoch, self.stream
+            batches = (stream.batch(plan[position], epoch, position)
+                       for position in range(self.position, self.steps_per_epoch))
+        else:
+            render_device = "cpu" if self.workers else str(self.device)
+            dataset = PixelBatches(self.data.items, plan, self.settings.image_size, render_device)
+            batches = iter(pixel_loader(dataset, self.workers, pin_memory=self.device.type == "cuda",
+                                        order=range(self.position, self.steps_per_epoch)))
         for _ in range(self.position, self.steps_per_epoch):
             if stop.requested:
                 return "interrupted"
@@ -355,8 +385,15 @@ class Trainer:
         self.model.train()
         images = to_model_input(batch["pixels"], self.device)
         targets = self.data.targets(rows, self.device)
+        if "box" in batch:  # the stream flips images, and their boxes with them
+            targets["box"] = batch["box"].to(self.device)
+        crop_boxes = None
+        if self.model.head == "crop":
+            total = self.settings.epochs * self.steps_per_epoch
+            fraction = self.settings.predicted_crop_fraction * min(1.0, self.step / total)
+            crop_boxes = training_crop_boxes(targets["box"], fraction, self.crop_rng)
         with training_autocast(self.device):
-            output = self.model(images)
+            output = self.model(images, crop_boxes=crop_boxes)
         logits = self.head(output.embedding, targets["instance"]) if self.head else None
         loss, parts = total_loss(output, logits, targets, self.loss_config,
                                  generator=self.mining_rng)
@@ -424,6 +461,9 @@ class Trainer:
                 "steps_per_epoch": self.steps_per_epoch, "epochs": settings.epochs,
                 "hard_negatives": settings.hard_negatives, "pretrained": settings.pretrained,
                 "cls_margin": settings.cls_margin, "cls_weight": settings.cls_weight,
+                "cls_scale": settings.cls_scale, "head": self.head_kind,
+                "predicted_crop_fraction": settings.predicted_crop_fraction,
+                "stream": "composite" if self.stream is not None else "files",
                 "con_margin": settings.con_margin,
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
             },
