@@ -192,7 +192,7 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def pixel_loader(
-    dataset: PixelBatches,
+    dataset: Dataset,
     workers: int,
     pin_memory: bool = False,
     order: Sequence[int] | None = None,

@@ -58,6 +58,8 @@ def test_standard_network_has_no_blur_or_box_predictions():
         "embedding_dim": 16,
         "blur_head": False,
         "loc_head": False,
+        "head": "global",
+        "crop_size": 48,
     }
 
 
@@ -108,7 +110,7 @@ def test_default_backbone_runs_at_the_default_resolution():
     with torch.no_grad():
         out = net(torch.rand(2, 3, 96, 128))
     assert out.embedding.shape == (2, 128)
-    assert net.backbone_name == "mobilenetv3_small_100"
+    assert net.backbone_name == "plainnet_s"
 
 
 def test_backbone_weights_load_from_safetensors_and_torch_files(tmp_path):

@@ -285,21 +285,23 @@ def row_substeps(config: SimConfig, motion: Trajectory) -> int:
     return max(2, math.ceil(speed / 1.5))
 
 
-def compose_layer(layer: torch.Tensor, background: torch.Tensor, curve: torch.Tensor,
-                  noise: torch.Tensor, read_noise: float, shot_noise: float) -> torch.Tensor:
-    """One image from its object layer: over the background in linear light, camera curve, noise.
+def compose_layers(layers: torch.Tensor, backgrounds: torch.Tensor, curves: torch.Tensor,
+                   noise: torch.Tensor, read_noise: float | torch.Tensor,
+                   shot_noise: float | torch.Tensor) -> torch.Tensor:
+    """Images from object layers: over the backgrounds in linear light, camera curve, noise.
 
-    `layer` is [4, H, W]: premultiplied linear RGB and coverage; `background` [3, H, W] linear;
-    `curve` a one-element int64 tensor; `noise` unit Gaussian [3, H, W]. Returns uint8 [H, W, 3].
-    The data sets and the training stream (which puts layers over unrelated backgrounds) both
-    form their pixels here, so they share one image model.
+    `layers` [B, 4, H, W] hold premultiplied linear RGB and coverage; `backgrounds` [B, 3, H, W]
+    linear light; `curves` [B] int64; `noise` unit Gaussian [B, 3, H, W]; the noise levels are
+    numbers or [B, 1, 1, 1] tensors. Returns uint8 [B, H, W, 3]. The data sets and the training
+    stream (which puts layers over unrelated backgrounds) both form their pixels here, so they
+    share one image model.
     """
-    alpha = layer[3:4]
-    linear = layer[:3] + (1 - alpha) * background
-    display = apply_camera_curve(linear[None], curve)[0]
+    alpha = layers[:, 3:4]
+    linear = layers[:, :3] + (1 - alpha) * backgrounds
+    display = apply_camera_curve(linear, curves)
     sigma = (read_noise**2 + shot_noise * display).sqrt()
     pixels = ((display + sigma * noise).clamp(0, 1) * 255).round().to(torch.uint8)
-    return pixels.permute(1, 2, 0)
+    return pixels.permute(0, 2, 3, 1)
 
 
 def _finish(config: SimConfig, batch: _Batch, acc: torch.Tensor, backgrounds: torch.Tensor,
@@ -314,9 +316,9 @@ def _finish(config: SimConfig, batch: _Batch, acc: torch.Tensor, backgrounds: to
     for row, layer in zip(rows, _mean_layers(config, acc, rows, frames)):
         motion = motions[row]
         noise = sensor_noise(motion.noise_seed, exposure, (3, config.height, config.width))
-        pixels = compose_layer(layer, backgrounds[row], batch.curve[row : row + 1],
-                               noise.to(acc.device), motion.read_noise, motion.shot_noise)
-        images.append(RenderedImage(pixels.cpu().numpy(), layer[3].cpu().numpy()))
+        pixels = compose_layers(layer[None], backgrounds[row : row + 1], batch.curve[row : row + 1],
+                                noise.to(acc.device)[None], motion.read_noise, motion.shot_noise)
+        images.append(RenderedImage(pixels[0].cpu().numpy(), layer[3].cpu().numpy()))
     return images
 
 
@@ -412,7 +414,7 @@ def render_object_layers(
     """The motion-blurred object layers (premultiplied linear RGB + coverage, float32 [4, H, W])
     of the requested exposures, without background, camera curve or noise; one dict per request.
 
-    Training composes them over backgrounds of its own choosing (`compose_layer`), so no
+    Training composes them over backgrounds of its own choosing (`compose_layers`), so no
     background is tied to an instance.
     """
     device = torch.device(device)

@@ -3,7 +3,7 @@
 Each training image is formed at the step it is used: a row's object layer from the layer bank
 (`layers.py`), flipped at random, over a background drawn from a bank of backgrounds rendered
 from seeds no trajectory uses, itself flipped at random, then a random camera curve and fresh
-sensor noise (`retrieval.sim.render.compose_layer`, the same image model as the data sets).
+sensor noise (`retrieval.sim.render.compose_layers`, the same image model as the data sets).
 The images of one batch never share a background, so the only thing two images of an instance
 have in common is the object. Colour is never shifted: it is part of an instance's identity.
 
@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from retrieval.sim.backgrounds import render_background
 from retrieval.sim.camera import CAMERA_CURVES
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
-from retrieval.sim.render import compose_layer
+from retrieval.sim.render import compose_layers
 from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import TrainingSet, bank_training_set
 from retrieval.train.errors import TrainDataError
@@ -50,12 +51,13 @@ def background_bank(height: int, width: int, count: int = BACKGROUND_BANK_SIZE) 
 
 
 def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_only: bool,
-                          seed: int, device: str = "cpu", progress: bool = True
+                          seed: int, progress: bool = True
                           ) -> tuple[TrainingSet, CompositeStream, str]:
     """Training rows, their stream and a data fingerprint for a data set written by `synth`.
 
     The train split is described by the data set's settings file (its manifest need not hold
-    train images); its layer bank is built in the data set folder on first use.
+    train images); its layer bank is built in the data set folder on first use, on the CPU
+    so that every machine trains on the same bits.
     """
     folder = manifest.parent
     settings_path = folder / SYNTH_SETTINGS
@@ -65,7 +67,7 @@ def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_onl
         config = SimConfig.from_dict(settings["sim"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TrainDataError(f"{settings_path}: unusable simulator settings: {exc}") from exc
-    bank = load_or_build_layer_bank(folder / BANK_FOLDER, preset, config, device, progress)
+    bank = load_or_build_layer_bank(folder / BANK_FOLDER, preset, config, "cpu", progress)
     if len(bank) == 0:
         raise TrainDataError(f"{settings_path}: the preset has no train instances")
     data = bank_training_set(bank.instance, bank.trajectory, bank.exposure, bank.blur_value,
@@ -110,18 +112,22 @@ class CompositeStream:
         read = rng.uniform(*READ_NOISE, size=len(rows))
         shot = rng.uniform(*SHOT_NOISE, size=len(rows))
         boxes = self.bank.box[rows].copy()
-        pixels = []
-        for i, row in enumerate(rows):
-            layer = _flipped(self.bank.layer(int(row)), flips[i, 0], flips[i, 1])
-            boxes[i, 0] = 1 - boxes[i, 0] if flips[i, 0] else boxes[i, 0]
-            boxes[i, 1] = 1 - boxes[i, 1] if flips[i, 1] else boxes[i, 1]
-            background = torch.from_numpy(self.backgrounds[chosen[i]]).permute(2, 0, 1).float()
-            background = _flipped((background / 255.0) ** 2, flips[i, 2], flips[i, 3])
-            noise = torch.randn(layer[:3].shape, generator=noise_rng)
-            image = compose_layer(layer, background, torch.tensor([int(curves[i])]), noise,
-                                  float(read[i]), float(shot[i])).numpy()
-            pixels.append(self._resized(image))
-        return {"pixels": torch.from_numpy(np.stack(pixels)), "ok": torch.from_numpy(positions),
+        boxes[:, 0] = np.where(flips[:, 0], 1 - boxes[:, 0], boxes[:, 0])
+        boxes[:, 1] = np.where(flips[:, 1], 1 - boxes[:, 1], boxes[:, 1])
+        layers = torch.stack([_flipped(self.bank.layer(int(row)), flips[i, 0], flips[i, 1])
+                              for i, row in enumerate(rows)])
+        backgrounds = torch.stack([
+            _flipped(torch.from_numpy(self.backgrounds[chosen[i]]).permute(2, 0, 1), flips[i, 2],
+                     flips[i, 3]) for i in range(len(rows))]).float() / 255.0
+        noise = torch.randn(layers[:, :3].shape, generator=noise_rng)
+
+        def per_image(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(values.astype(np.float32)).view(-1, 1, 1, 1)
+
+        images = compose_layers(layers, backgrounds * backgrounds, torch.from_numpy(curves), noise,
+                                per_image(read), per_image(shot)).numpy()
+        pixels = np.stack([self._resized(image) for image in images])
+        return {"pixels": torch.from_numpy(pixels), "ok": torch.from_numpy(positions),
                 "errors": [], "box": torch.from_numpy(boxes),
                 "background": torch.from_numpy(chosen.astype(np.int64))}
 
@@ -132,6 +138,21 @@ class CompositeStream:
             return image
         resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.uint8)
+
+
+class StreamBatches(Dataset):
+    """Batch `i` of one epoch's plan, for a DataLoader whose workers compose batches ahead."""
+
+    def __init__(self, stream: CompositeStream, plan: list[np.ndarray], epoch: int) -> None:
+        self.stream = stream
+        self.plan = plan
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        return self.stream.batch(self.plan[position], self.epoch, position)
 
 
 def _flipped(image: torch.Tensor, horizontal: bool, vertical: bool) -> torch.Tensor:

@@ -55,7 +55,12 @@ from retrieval.train.state import (
     load_train_state,
     save_train_state,
 )
-from retrieval.train.stream import CompositeStream, open_composite_stream, training_crop_boxes
+from retrieval.train.stream import (
+    CompositeStream,
+    StreamBatches,
+    open_composite_stream,
+    training_crop_boxes,
+)
 from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
 
 SCHEDULES = ("constant", "cosine")
@@ -189,7 +194,7 @@ class Trainer:
         if (manifest.parent / SYNTH_SETTINGS).is_file():
             data, self.stream, fingerprint = open_composite_stream(
                 manifest, settings.image_size, sharp_only, settings.seed,
-                device=settings.device, progress=settings.progress)
+                progress=settings.progress)
         else:
             data = select_training_rows(
                 items, table, manifest, sharp_only=sharp_only,
@@ -351,14 +356,12 @@ class Trainer:
         """Train the rest of the current epoch; "interrupted"/"paused" if it stopped early."""
         plan = self.sampler.epoch_batches(self.epoch, self.steps_per_epoch)
         if self.stream is not None:
-            epoch, stream = self.epoch, self.stream
-            batches = (stream.batch(plan[position], epoch, position)
-                       for position in range(self.position, self.steps_per_epoch))
+            dataset = StreamBatches(self.stream, plan, self.epoch)
         else:
             render_device = "cpu" if self.workers else str(self.device)
             dataset = PixelBatches(self.data.items, plan, self.settings.image_size, render_device)
-            batches = iter(pixel_loader(dataset, self.workers, pin_memory=self.device.type == "cuda",
-                                        order=range(self.position, self.steps_per_epoch)))
+        batches = iter(pixel_loader(dataset, self.workers, pin_memory=self.device.type == "cuda",
+                                    order=range(self.position, self.steps_per_epoch)))
         for _ in range(self.position, self.steps_per_epoch):
             if stop.requested:
                 return "interrupted"
