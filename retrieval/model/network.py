@@ -72,6 +72,41 @@ class AuxiliaryBranch(nn.Module):
         return hidden, self.predict(hidden)
 
 
+class SpatialLocBranch(nn.Module):
+    """Localisation by soft-argmax: where the streak is, then how large it is.
+
+    A 1x1 convolution scores every cell of the feature map; the softmax of the scores weights
+    the cell centres into (cx, cy) and the features into an object descriptor, from which an
+    MLP predicts (w, h). A globally pooled branch has to encode position in its channels and,
+    trained from scratch, localised poorly (mean IoU 0.18 after 1,000 steps of 128 images,
+    measured); here position comes from the map's own coordinates. The C/2 hidden layer of the
+    pooled features feeds the embedding, as in the published branch.
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.score = nn.Conv2d(in_channels, 1, 1)
+        self.hidden = nn.Sequential(nn.Linear(in_channels, in_channels // 2), nn.ReLU())
+        self.predict = nn.Sequential(
+            nn.Linear(in_channels // 2, in_channels // 8),
+            nn.ReLU(),
+            nn.Linear(in_channels // 8, 2),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, _, height, width = features.shape
+        weights = self.score(features).float().flatten(1).softmax(dim=1)  # [B, h*w]
+        ys = (torch.arange(height, device=features.device, dtype=torch.float32) + 0.5) / height
+        xs = (torch.arange(width, device=features.device, dtype=torch.float32) + 0.5) / width
+        cx = weights @ xs.repeat(height)
+        cy = weights @ ys.repeat_interleave(width)
+        pooled = torch.einsum("bn,bcn->bc", weights.to(features.dtype), features.flatten(2))
+        hidden = self.hidden(pooled)
+        size = self.predict(hidden).float()
+        return hidden, torch.stack([cx, cy, size[:, 0], size[:, 1]], dim=1)
+
+
 class BlurAwareNet(nn.Module):
     """Backbone + descriptor / blur / localisation branches -> unit embedding.
 
@@ -82,9 +117,10 @@ class BlurAwareNet(nn.Module):
 
     head="global" is the published layout: every branch pools the backbone's map of the whole
     image. head="crop" finds, then describes: a second instance of the backbone (the locator)
-    sees the image at half resolution and feeds the blur and localisation branches; the
-    descriptor branch pools the backbone's map of a square crop around the streak box (the
-    predicted box, or boxes the trainer passes), resampled to `crop_size` pixels.
+    sees the image at half resolution and feeds the blur branch and a soft-argmax localisation
+    branch (`SpatialLocBranch`); the descriptor branch pools the backbone's map of a square crop
+    around the streak box (the predicted box, or boxes the trainer passes), resampled to
+    `crop_size` pixels.
     """
 
     def __init__(
@@ -129,7 +165,8 @@ class BlurAwareNet(nn.Module):
         )
         self.descriptor = nn.Sequential(GeM(), nn.Linear(channels, channels), nn.ReLU())
         self.blur_branch = AuxiliaryBranch(channels, 1) if blur_head else None
-        self.loc_branch = AuxiliaryBranch(channels, 4) if loc_head else None
+        loc_branch = SpatialLocBranch(channels) if head == "crop" else AuxiliaryBranch(channels, 4)
+        self.loc_branch = loc_branch if loc_head else None
         concat_dim = channels + (channels // 2) * (int(blur_head) + int(loc_head))
         self.project = nn.Linear(concat_dim, embedding_dim)
         # Centres and scales the projection before L2 normalisation, without a learnable
