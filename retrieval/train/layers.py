@@ -16,6 +16,8 @@ come from the float coverage before rounding, exactly as `synth` labels its file
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,31 +91,35 @@ def load_or_build_layer_bank(folder: str | Path, preset: Preset, config: SimConf
     return _read_bank(folder / ARRAYS_NAME, (config.height, config.width))
 
 
+def default_processes() -> int:
+    """Render processes: one on machines of up to 2 cores (torch's threads use both), else
+    all cores but one (each process renders its share of trajectories single-threaded)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 1 if (cores or 1) <= 2 else cores - 1
+
+
 def build_layer_bank(folder: str | Path, preset: Preset, config: SimConfig, device: str = "cpu",
-                     progress: bool = True) -> None:
-    """Render every exposure of every train trajectory and store the layers (atomically)."""
+                     progress: bool = True, processes: int | None = None) -> None:
+    """Render every exposure of every train trajectory and store the layers (atomically).
+
+    Rows never depend on their batch, so the bank has the same bits however many processes
+    render it.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [job for job in plan_trajectories(preset) if job.split == "train"]
-    exposures = tuple(range(config.exposures))
+    batches = [jobs[start:start + _RENDER_BATCH] for start in range(0, len(jobs), _RENDER_BATCH)]
+    processes = default_processes() if processes is None else processes
     chunks: list[np.ndarray] = []
     columns: dict[str, list] = {key: [] for key in
                                 ("windows", "instance", "trajectory", "exposure", "blur_value", "box")}
     bar = tqdm(total=len(jobs), unit="traj", desc="layer bank", disable=not progress)
-    with bar:
-        for start in range(0, len(jobs), _RENDER_BATCH):
-            batch = jobs[start:start + _RENDER_BATCH]
-            requests = [RenderRequest(j.category, j.instance, j.trajectory, exposures) for j in batch]
-            for job, layers in zip(batch, render_object_layers(config, requests, device)):
-                for exposure in exposures:
-                    window, labels = _encoded_window(layers[exposure].cpu())
-                    chunks.append(window)
-                    columns["windows"].append(labels["window"])
-                    columns["instance"].append(global_instance_id(job.category, job.instance))
-                    columns["trajectory"].append(job.trajectory)
-                    columns["exposure"].append(exposure)
-                    columns["blur_value"].append(labels["blur_value"])
-                    columns["box"].append(labels["box"])
+    with bar, ProcessPoolExecutor(processes) if processes > 1 else _InProcess() as pool:
+        for batch, (windows, rows) in zip(batches, pool.map(
+                _render_batch, [(config, batch, device, processes > 1) for batch in batches])):
+            chunks.extend(windows)
+            for key, values in rows.items():
+                columns[key].extend(values)
             bar.update(len(batch))
     sizes = np.array([len(chunk) for chunk in chunks], dtype=np.int64)
     arrays = {
@@ -129,6 +135,42 @@ def build_layer_bank(folder: str | Path, preset: Preset, config: SimConfig, devi
     with atomic_path(folder / ARRAYS_NAME) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
     write_json_atomic(folder / SETTINGS_NAME, bank_settings(preset, config))
+
+
+class _InProcess:
+    """The executor interface, run in this process (no pool on small machines)."""
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, function, items):
+        return map(function, items)
+
+
+def _render_batch(task: tuple) -> tuple[list[np.ndarray], dict[str, list]]:
+    """Encoded windows and label columns of one batch of trajectories, every exposure."""
+    config, batch, device, single_thread = task
+    if single_thread:
+        torch.set_num_threads(1)
+    exposures = tuple(range(config.exposures))
+    requests = [RenderRequest(j.category, j.instance, j.trajectory, exposures) for j in batch]
+    windows: list[np.ndarray] = []
+    rows: dict[str, list] = {key: [] for key in
+                             ("windows", "instance", "trajectory", "exposure", "blur_value", "box")}
+    for job, layers in zip(batch, render_object_layers(config, requests, device)):
+        for exposure in exposures:
+            window, labels = _encoded_window(layers[exposure].cpu())
+            windows.append(window)
+            rows["windows"].append(labels["window"])
+            rows["instance"].append(global_instance_id(job.category, job.instance))
+            rows["trajectory"].append(job.trajectory)
+            rows["exposure"].append(exposure)
+            rows["blur_value"].append(labels["blur_value"])
+            rows["box"].append(labels["box"])
+    return windows, rows
 
 
 def _encoded_window(layer: torch.Tensor) -> tuple[np.ndarray, dict]:
