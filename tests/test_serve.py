@@ -326,6 +326,23 @@ def test_the_old_generation_answers_until_the_new_one_is_loaded(tiny, copied, tm
     assert client.get("/health").json()["index"]["count"] == IMAGES + 3
 
 
+def test_an_emptied_index_answers_with_no_hits_but_still_the_predictions(copied):
+    writer = open_index(copied, mmap=False, device="cpu")
+    writer.remove(ids=[row["id"] for row in writer.metadata.to_pylist()])
+    writer.save()
+    client = TestClient(create_app(load_searcher(copied, "cpu")))
+    result = _upload(("a.png", _png(_picture(1))), client=client).json()["results"][0]
+    assert result["hits"] == [] and 1 <= result["blur_level"] <= 10
+
+
+def test_an_unexpected_failure_is_a_json_500_and_the_server_goes_on(searcher, monkeypatch):
+    client = TestClient(create_app(searcher), raise_server_exceptions=False)
+    monkeypatch.setattr(searcher, "health", lambda: 1 / 0)
+    broken = client.get("/health")
+    assert broken.status_code == 500 and broken.json() == {"error": "internal error (ZeroDivisionError)"}
+    assert _upload(("a.png", _png(_picture(1))), client=client).status_code == 200
+
+
 def test_serve_prints_where_it_listens_and_runs_uvicorn(tiny, monkeypatch):
     calls = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append((app, options)))

@@ -30,7 +30,7 @@ from retrieval import __version__
 
 SETTINGS_ENV = "BLUR_RETRIEVAL_SERVE"  # how `serve --workers N` hands its settings to each worker
 # The page may load nothing from anywhere else: no CDN, fonts, or analytics.
-PAGE_POLICY = ("default-src 'none'; img-src 'self' blob:; style-src 'unsafe-inline'; "
+PAGE_POLICY = ("default-src 'none'; img-src 'self' blob: data:; style-src 'unsafe-inline'; "
                "script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'")
 _ERROR = {"content": {"application/json": {"example": {"error": "what was wrong"}}}}
 
