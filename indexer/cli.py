@@ -1,4 +1,4 @@
-"""Command-line verbs of the index layer: `index build|add|remove|info` and `query`.
+"""Command-line verbs of the index layer: `index build|add|remove|info`, `query` and `serve`.
 
 Exit status: 0 when everything was done; 1 when some inputs were skipped (the rest was still
 indexed or answered) or the index could not be changed; 2 for usage errors, including an index
@@ -21,6 +21,7 @@ from indexer.errors import IndexStoreError
 from indexer.gpu import DEVICES, resolve_device
 from indexer.grid import GridRow, draw_grid
 from indexer.index import IngestResult, RetrievalIndex, open_index
+from indexer.serve.cli import serve_command
 from indexer.shards import DEFAULT_SHARD_SIZE
 from indexer.sources import Source, source_from
 
@@ -92,7 +93,7 @@ def add_command(index_dir: Path, src: Path, model: str | None, device: str, batc
     with _failures_as_click_errors():
         index = open_index(index_dir, mmap=False, device=device)
         source = source_from(src)
-        embedder = load_embedder(model or _model_of(index), device, batch_size)
+        embedder = load_embedder(model or model_of(index), device, batch_size)
         result = index.add(source, embedder, progress=not quiet)
         index.save()
     _finish_ingest(index, source, result, verb="added")
@@ -149,15 +150,13 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
     answered: list[tuple[str, list[dict[str, Any]]]] = []
     if items:
         try:
-            embedder = load_embedder(model or _model_of(index), device, batch_size)
+            embedder = load_embedder(model or model_of(index), device, batch_size)
             found = index.search_images([path for _, path in items], embedder, k,
                                         progress=not quiet)
         except IndexStoreError as error:
             raise click.UsageError(str(error)) from error
         skipped += [(items[i][0], items[i][1], message) for i, message in found.errors]
-        answered = [(items[r.item][1], [{"rank": h.rank, "id": h.id, "path": h.path,
-                                          "score": round(h.score, 6)} for h in r.hits])
-                    for r in found.results]
+        answered = [(items[r.item][1], [h.to_json() for h in r.hits]) for r in found.results]
     skipped.sort(key=lambda entry: entry[0])
     if as_json:
         click.echo(json.dumps({
@@ -173,7 +172,7 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
         click.get_current_context().exit(EXIT_SKIPPED)
 
 
-COMMANDS = [index_group, query_command]
+COMMANDS = [index_group, query_command, serve_command]
 
 
 @contextlib.contextmanager
@@ -185,7 +184,8 @@ def _failures_as_click_errors() -> Iterator[None]:
         raise click.ClickException(str(error)) from error
 
 
-def _model_of(index: RetrievalIndex) -> str:
+def model_of(index: RetrievalIndex) -> str:
+    """The model named in the index manifest, which queries must use."""
     return index.manifest.model.get("name") or DEFAULT_MODEL
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer import gpu, metadata, store
-from indexer.embedding import EmbedderLike
+from indexer.embedding import EmbedderLike, EmbedResultLike
 from indexer.errors import (
     FingerprintMismatchError,
     IndexFormatError,
@@ -58,6 +58,10 @@ class Hit:
         """The file behind the hit; None for a virtual (rendered on demand) row."""
         value = self.row.get("path")
         return None if value is None else str(value)
+
+    def to_json(self) -> dict[str, Any]:
+        """The hit as `query --json` and the HTTP API print it."""
+        return {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,13 @@ class RetrievalIndex:
         """Embed `items` and search them; items that fail to embed are reported, not fatal."""
         self._check_fingerprint(embedder.fingerprint, "query embedder")
         self.check_k(k)
-        embedded = embedder.embed(list(items), progress=progress)
+        return self.search_embedded(embedder.embed(list(items), progress=progress), k,
+                                    embedder.fingerprint)
+
+    def search_embedded(self, embedded: EmbedResultLike, k: int, fingerprint: str) -> ImageSearch:
+        """Search what an embedder with `fingerprint` returned, when the caller needs the
+        embedding result itself too (the server reads the blur and box predictions from it)."""
+        self._check_fingerprint(fingerprint, "query embedder")
         ok = np.asarray(embedded.ok, dtype=np.int64)
         if len(ok) == 0:
             return ImageSearch(results=[], errors=sorted(embedded.errors))

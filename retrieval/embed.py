@@ -45,6 +45,10 @@ class EmbedResult:
     vectors: np.ndarray  # float32 (n_ok, D), unit rows, in the order of `ok`
     ok: np.ndarray  # int64 indices into the input items that succeeded, ascending
     errors: list[tuple[int, str]]  # (index into items, message naming the item and problem)
+    # What the auxiliary heads predicted for the same rows, so a caller showing a query (the
+    # HTTP server) gets them from the one forward pass; None when the model lacks that head.
+    blur_values: np.ndarray | None = None  # float32 (n_ok,): predicted v = 1 - blur severity
+    boxes: np.ndarray | None = None  # float32 (n_ok, 4): normalised streak box (cx, cy, w, h)
 
 
 def default_workers() -> int:
@@ -324,7 +328,7 @@ class Embedder:
         dataset = PixelBatches(items, batches, self.image_size, render_device)
         loader = pixel_loader(dataset, workers, pin_memory=self.device.type == "cuda")
 
-        vectors: list[np.ndarray] = []
+        outputs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
         ok: list[torch.Tensor] = []
         errors: list[tuple[int, str]] = []
         bar = tqdm(total=len(items), unit="img", desc="embed", disable=not progress)
@@ -332,20 +336,33 @@ class Embedder:
             for batch in loader:
                 errors.extend((int(index), str(message)) for index, message in batch["errors"])
                 if len(batch["ok"]):
-                    vectors.append(self._forward(batch["pixels"]))
+                    outputs.append(self._forward(batch["pixels"]))
                     ok.append(batch["ok"])
                 bar.update(len(batch["ok"]) + len(batch["errors"]))
         bar.close()
+        vectors, blur_values, boxes = zip(*outputs) if outputs else ((), (None,), (None,))
         return EmbedResult(
             vectors=np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32),
             ok=torch.cat(ok).numpy() if ok else np.zeros(0, dtype=np.int64),
             errors=errors,
+            blur_values=_joined(blur_values),
+            boxes=_joined(boxes),
         )
 
-    def _forward(self, pixels: torch.Tensor) -> np.ndarray:
+    def _forward(self, pixels: torch.Tensor
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         with inference_autocast(self.device):
             output = self.model(to_model_input(pixels, self.device))
-        return output.embedding.float().cpu().numpy()
+        return (_as_numpy(output.embedding), _as_numpy(output.blur_value), _as_numpy(output.box))
+
+
+def _as_numpy(values: torch.Tensor | None) -> np.ndarray | None:
+    return None if values is None else values.float().cpu().numpy()
+
+
+def _joined(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    """Batches of one head's output as one array; None when the model has no such head."""
+    return None if any(part is None for part in parts) else np.concatenate(parts)
 
 
 def load_embedder(

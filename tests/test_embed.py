@@ -86,6 +86,21 @@ def test_every_kind_of_item_of_one_image_gives_the_same_pixels_and_vector(datase
         np.testing.assert_allclose(vector, result.vectors[0], atol=1e-6)
 
 
+def test_head_predictions_come_with_the_vectors_and_are_none_without_heads(datasets, net):
+    items = paths(datasets[0], 5)
+    result = embedder(net, batch_size=2, workers=0).embed(items)
+    assert result.blur_values.shape == (5,) and result.boxes.shape == (5, 4)
+    assert ((result.blur_values > 0) & (result.blur_values < 1)).all()
+    with torch.inference_mode():
+        direct = net(torch.from_numpy(np.stack(prepare_pixels(items, SIZE)[0])).permute(0, 3, 1, 2)
+                     .float().div(255))
+    np.testing.assert_allclose(result.boxes, direct.box.numpy(), atol=1e-5)
+    torch.manual_seed(0)
+    bare = BlurAwareNet(TINY, embedding_dim=16, blur_head=False, loc_head=False).eval()
+    plain = embedder(bare, workers=0).embed(items)
+    assert plain.blur_values is None and plain.boxes is None and len(plain.vectors) == 5
+
+
 def test_bad_files_are_reported_and_the_rest_of_the_batch_is_embedded(datasets, net, tmp_path):
     files, _ = datasets
     empty = tmp_path / "empty.png"
