@@ -13,6 +13,7 @@ from retrieval.model import BlurAwareNet
 from retrieval.model.crop import CROP_MARGIN, crop_squares, square_crop_boxes
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
+from retrieval.sim.objects import global_instance_id
 from retrieval.sim.synth import synthesize
 from retrieval.train.data import PKSampler
 from retrieval.train.layers import LayerBank
@@ -41,14 +42,17 @@ def test_bank_holds_every_train_image_with_the_labels_synth_gave_it(data_dir, op
     data, stream, _ = opened
     bank = stream.bank
     items, table = manifest_items(data_dir)
-    train = [i for i, row in enumerate(items) if row.role == "train"]
+    roles = table.column("role").to_pylist()
+    train = [i for i, role in enumerate(roles) if role == "train"]
     assert len(bank) == len(train) == 14 * 3 * 11
     severity = table.column("blur_severity").to_pylist()
     box_columns = [table.column(c).to_pylist() for c in ("bbox_cx", "bbox_cy", "bbox_w", "bbox_h")]
     where = {(int(b), int(t), int(e)): r for r, (b, t, e) in
              enumerate(zip(bank.instance, bank.trajectory, bank.exposure))}
     for i in train[::37]:
-        row = where[(items[i].instance, items[i].trajectory, items[i].exposure)]
+        item = items[i]
+        row = where[(global_instance_id(item.category, item.instance), item.trajectory,
+                     item.exposure)]
         assert bank.blur_value[row] == pytest.approx(1 - severity[i], abs=1e-6)
         assert bank.box[row].tolist() == pytest.approx([c[i] for c in box_columns], abs=1e-6)
         # The stored layer is the image's object: its coverage spans exactly the streak box.
