@@ -36,7 +36,9 @@ def _synthesize(folder: Path, seed: int, device: str, progress: bool) -> Path:
 
 
 def _index_and_query(manifest: Path, out: Path, embedder, progress: bool) -> Path:
-    """Index the database + distractors, search one query per blur level, draw the grid."""
+    """Index the database + distractors, search one query per blur level, draw the grid
+    (each query captioned with its blur level and severity, hits framed green when they show
+    the query's instance, red otherwise)."""
     from indexer.api import Source, build_index, open_index, source_from_manifest
     from indexer.grid import GridRow, draw_grid
 
@@ -51,16 +53,21 @@ def _index_and_query(manifest: Path, out: Path, embedder, progress: bool) -> Pat
         build_index(database, embedder, index_dir, progress=progress, model_name="blur-aware")
     index = open_index(index_dir)
     table = everything.metadata
-    queries = []
+    picked = []  # manifest positions: one query per blur level
     for level in range(1, 7):
         mask = pc.and_(pc.equal(table["role"], "query"), pc.equal(table["blur_level"], level))
         chosen = [i for i, hit in enumerate(mask.to_numpy(zero_copy_only=False)) if hit]
         if chosen:
-            queries.append(everything.items[chosen[len(chosen) // 2]])
-    search = index.search_images(queries, embedder, k=5)
-    rows = [GridRow(query=str(queries[result.item].path),
-                    hits=[(hit.path, hit.score) for hit in result.hits])
-            for result in search.results]
+            picked.append(chosen[len(chosen) // 2])
+    search = index.search_images([everything.items[i] for i in picked], embedder, k=5)
+    rows = []
+    for result in search.results:
+        query = table.slice(picked[result.item], 1).to_pylist()[0]
+        rows.append(GridRow(
+            query=str(everything.items[picked[result.item]].path),
+            hits=[(hit.path, hit.score) for hit in result.hits],
+            caption=f"BL{query['blur_level']}  BS {query['blur_severity']:.2f}",
+            correct=[hit.row.get("instance") == query["instance"] for hit in result.hits]))
     grid = out / "demo_queries.png"
     draw_grid(rows, grid, thumb=128, max_hits=5)
     return grid

@@ -9,12 +9,11 @@ first, since the sheet draws files.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm.auto import tqdm
 
 from benchmark.embedding import safe_name
@@ -30,8 +29,6 @@ GRID_DIR = "grids"
 GRID_QUERIES = 4  # queries shown per blur level
 GRID_HITS = 5
 THUMB = 112
-POSITIVE = (30, 160, 60)
-NEGATIVE = (210, 40, 40)
 RENDER_BATCH = 64
 
 
@@ -79,11 +76,10 @@ def draw_level_grids(bench: BenchmarkSet, evaluation: Evaluation, out_dir: str |
                                          disable=not progress, dynamic_ncols=True):
             relative = f"{GRID_DIR}/level{level}_{safe_name(name)}.png"
             rows = [grid.GridRow(query=pictures[query[0]],
-                                 hits=[(pictures[key], score) for key, _, score, _ in found])
+                                 hits=[(pictures[key], score) for key, _, score, _ in found],
+                                 correct=[positive for *_, positive in found])
                     for query, found in sheet]
             grid.draw_grid(rows, out / relative, thumb=THUMB, max_hits=hits)
-            _frame_hits(out / relative, [[positive for *_, positive in found]
-                                         for _, found in sheet])
             written.setdefault(level, {})[name] = relative
     return written
 
@@ -103,21 +99,6 @@ def _sheet(bench: BenchmarkSet, evaluation: Evaluation, run: MethodRun, picks: n
                  for i, score in zip(run.ranked_ids[pick], run.ranked_scores[pick]) if i >= 0]
         sheet.append(((("query", query), bench.queries[query]), found[:hits]))
     return sheet
-
-
-def _frame_hits(path: Path, marks: Sequence[Sequence[bool]]) -> None:
-    """Green or red frame around each hit of the sheet `indexer.grid.draw_grid` just wrote."""
-    with Image.open(path) as image:
-        sheet = image.convert("RGB")
-    draw = ImageDraw.Draw(sheet)
-    for row, row_marks in enumerate(marks):
-        top = grid.GAP + row * (THUMB + grid.CAPTION + grid.GAP)
-        for column, positive in enumerate(row_marks, start=1):
-            left = grid.GAP + column * (THUMB + grid.GAP)
-            draw.rectangle((left - 2, top - 2, left + THUMB + 1, top + THUMB + 1),
-                           outline=POSITIVE if positive else NEGATIVE, width=2)
-    with atomic_path(path) as tmp:
-        sheet.save(tmp, format="PNG")
 
 
 def _picture_files(rows: dict[_Key, ManifestRow], scratch: Path, progress: bool

@@ -17,17 +17,22 @@ MAX_HITS = 8
 BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (200, 200, 200)
 QUERY_FRAME = (30, 90, 200)
+CORRECT_FRAME = (20, 160, 60)
+WRONG_FRAME = (210, 40, 40)
 
 
 @dataclass(frozen=True)
 class GridRow:
     query: str  # path of the query image
     hits: list[tuple[str | None, float]]  # (path or None for a virtual row, score), best first
+    caption: str = "query"  # under the query, e.g. its blur level and severity
+    correct: list[bool] | None = None  # per hit, when known: framed green (True) or red
 
 
 def draw_grid(rows: Sequence[GridRow], out_path: str | os.PathLike, thumb: int = THUMB,
               max_hits: int = MAX_HITS) -> None:
-    """Write a PNG with one line per query: the query (framed), then its hits with scores."""
+    """Write a PNG with one line per query: the query (framed blue), then its hits with scores,
+    framed green or red where the row says whether each hit is correct."""
     if not rows:
         raise ValueError("no query results to draw")
     columns = 1 + min(max_hits, max(len(row.hits) for row in rows))
@@ -36,14 +41,18 @@ def draw_grid(rows: Sequence[GridRow], out_path: str | os.PathLike, thumb: int =
     draw = ImageDraw.Draw(sheet)
     for r, row in enumerate(rows):
         top = GAP + r * cell_h
-        cells = [(row.query, "query"), *((p, f"#{i + 1}  {s:.3f}")
-                                         for i, (p, s) in enumerate(row.hits[:max_hits]))]
-        for c, (path, caption) in enumerate(cells):
+        cells = [(row.query, row.caption), *((p, f"#{i + 1}  {s:.3f}")
+                                             for i, (p, s) in enumerate(row.hits[:max_hits]))]
+        frames = [QUERY_FRAME, *(None if row.correct is None else
+                                 CORRECT_FRAME if good else WRONG_FRAME
+                                 for good in (row.correct or [None] * len(row.hits))[:max_hits])]
+        for c, ((path, caption), frame) in enumerate(zip(cells, frames)):
             left = GAP + c * cell_w
             sheet.paste(_thumbnail(path, thumb), (left, top))
             draw.text((left + 2, top + thumb + 2), caption, fill=(0, 0, 0))
-        draw.rectangle((GAP - 2, top - 2, GAP + thumb + 1, top + thumb + 1), outline=QUERY_FRAME,
-                       width=2)
+            if frame is not None:
+                draw.rectangle((left - 2, top - 2, left + thumb + 1, top + thumb + 1),
+                               outline=frame, width=2)
     with atomic_path(out_path) as tmp:
         sheet.save(tmp, format="PNG")
 
