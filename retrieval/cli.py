@@ -27,14 +27,17 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--splits", default="train,val,test", show_default=True,
               help="Instance splits to render (comma-separated); distractors are always added.")
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write an exposure contact sheet PNG.")
+@click.option("--preview-instances", type=click.Path(dir_okay=False),
+              help="Write a PNG of category 0's first instances (rows) along three trajectories "
+                   "at exposures 0, 5 and 10 (columns).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=_POSITIVE, default=32, show_default=True,
               help="Trajectories rendered together.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def synth(out_dir, preset, categories, instances, trajectories, size, seed, distractors, virtual,
-          splits, preview, device, batch_size, quiet):
+          splits, preview, preview_instances, device, batch_size, quiet):
     """Render a synthetic motion-blur data set into OUT_DIR (PNGs + manifest.parquet)."""
-    from retrieval.sim.preview import write_preview
+    from retrieval.sim.preview import instance_sheet, preview_sheet, write_sheet
     from retrieval.sim.synth import synthesize
 
     chosen = PRESETS[preset]
@@ -55,7 +58,9 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
                           batch_size=batch_size, progress=not quiet, splits=chosen_splits)
     click.echo(f"wrote {manifest}")
     if preview:
-        click.echo(f"wrote {write_preview(preview, config)}")
+        click.echo(f"wrote {write_sheet(preview, preview_sheet(config, 0, 0, 0))}")
+    if preview_instances:
+        click.echo(f"wrote {write_sheet(preview_instances, instance_sheet(config, 0))}")
 
 
 COMMANDS = [synth, train_command]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
@@ -228,11 +229,14 @@ def test_synth_command_writes_manifest_and_preview(tmp_path):
         "synth", str(tmp_path / "ds"), "--preset", "tiny", "--categories", "1", "--instances", "3",
         "--trajectories", "2", "--size", "32x48", "--distractors", "5", "--virtual", "-q",
         "--preview", str(tmp_path / "preview.png"),
+        "--preview-instances", str(tmp_path / "instances.png"),
     ])
     assert result.exit_code == 0, result.output
     table = read_manifest(tmp_path / "ds")
     assert table.filter(pc.equal(table["role"], "distractor")).num_rows == 5
     assert (tmp_path / "preview.png").stat().st_size > 0
+    with Image.open(tmp_path / "instances.png") as sheet:  # 6 instances x (3 trajectories x 3)
+        assert sheet.size == (9 * 48, 6 * (32 + 14))
 
 
 def test_synth_can_render_only_the_test_split(tmp_path):
