@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from benchmark.cli import main
 from retrieval.images import load_rgb_array
