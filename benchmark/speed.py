@@ -80,10 +80,35 @@ def write_sample_images(folder: Path, config: SimConfig, count: int) -> list[Pat
     return paths
 
 
+def forward_throughput(model: torch.nn.Module, image_size: tuple[int, int], batch_size: int,
+                       seconds: float) -> float:
+    """Images per second of the bare network on ready-made input tensors.
+
+    Same precision, memory layout and eval mode as `Embedder.embed`, so comparing the two at the
+    same batch size shows what loading, resizing and transfers cost on top of the network.
+    """
+    from retrieval.devices import autocast, model_device
+    from retrieval.embed import eval_mode, to_model_input
+
+    if batch_size < 1 or seconds <= 0:
+        raise ValueError(f"need batch_size >= 1 and seconds > 0, got {batch_size}, {seconds}")
+    device = model_device(model)
+    pixels = torch.randint(0, 256, (batch_size, *image_size, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    images = to_model_input(pixels, device)
+
+    def work(_: int) -> int:
+        model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return batch_size
+
+    with eval_mode(model), torch.inference_mode(), autocast(device):
+        return _rate(work, seconds)
+
+
 def embedding_rates(embedder, paths: list[Path], seconds: float) -> dict[str, float]:
     """Images/s of the bare forward and of `embed` on files, same batch size, one run."""
-    from retrieval.embed import forward_throughput
-
     forward = forward_throughput(embedder.model, embedder.image_size, embedder.batch_size, seconds)
 
     def work(_: int) -> int:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from retrieval.devices import DeviceUnavailableError
+
 
 class IndexStoreError(Exception):
     """Base class: anything wrong with an index folder, its inputs or its use."""
@@ -22,6 +24,11 @@ class IndexChecksumError(IndexStoreError):
 
 class IndexExistsError(IndexStoreError):
     """A build would overwrite an existing index."""
+
+
+class OutputPathError(IndexStoreError):
+    """An output location that cannot be written: an existing file, a file among its parents,
+    or a folder without write permission. A usage error: the caller must name another place."""
 
 
 class ConcurrentUpdateError(IndexStoreError):
@@ -63,8 +70,8 @@ class SourceError(IndexStoreError):
     """A source of images or rows that cannot be indexed as given."""
 
 
-class DeviceError(IndexStoreError):
-    """A device was requested that this machine does not have."""
+class DeviceError(IndexStoreError, DeviceUnavailableError):
+    """A device was requested that this machine (or its FAISS build) does not have."""
 
 
 def faiss_reason(error: Exception) -> str:

@@ -15,8 +15,12 @@ import numpy as np
 
 from indexer.errors import DeviceError
 from indexer.tuning import recall_at_k
+from retrieval.devices import (
+    DEVICES,  # noqa: F401  (the index commands' --device choices)
+    DeviceUnavailableError,
+    choose_device,
+)
 
-DEVICES = ("auto", "cpu", "cuda")
 GPU_MAX_K = 2048
 GPU_MAX_NPROBE = 2048
 # float16 storage halves GPU memory; it is used only when it changes almost no top-k result.
@@ -28,16 +32,15 @@ def gpu_count() -> int:
 
 
 def resolve_device(device: str) -> str:
-    """'cpu' or 'cuda' for a requested 'auto' | 'cpu' | 'cuda'."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    if gpu_count() > 0:
-        return "cuda"
-    if device == "cuda":
-        raise DeviceError("device 'cuda' requested but FAISS sees no GPU on this machine")
-    return "cpu"
+    """FAISS's device for a requested 'auto' | 'cpu' | 'cuda', by the rule of `choose_device`.
+
+    What counts here is whether the FAISS build sees a GPU (faiss-cpu on a CUDA machine sees
+    none), not whether torch does: the embedder resolves its own device with torch.
+    """
+    try:
+        return choose_device(device, gpu_count() > 0, backend="FAISS")
+    except DeviceUnavailableError as error:
+        raise DeviceError(str(error)) from error
 
 
 def gpu_limit_problem(k: int, nprobe: int | None) -> str | None:

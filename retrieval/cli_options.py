@@ -6,6 +6,8 @@ import re
 
 import click
 
+from retrieval import devices
+
 _SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 
 
@@ -23,11 +25,8 @@ def parse_size(ctx: click.Context | None, param: click.Parameter | None, value: 
 
 
 def resolve_device(device: str) -> str:
-    """'auto' picks CUDA when torch sees a GPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA was requested but torch sees no GPU", param_hint="--device")
-    return device
+    """torch's device for a --device value; a GPU that is not there is a usage error (exit 2)."""
+    try:
+        return devices.resolve_device(device)
+    except devices.DeviceUnavailableError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from error

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from retrieval.devices import autocast, model_device, resolve_device
 from retrieval.images import ImageLoadError, load_rgb_array, to_rgb_image
 from retrieval.manifest import ManifestRow
 from retrieval.model import BlurAwareNet, load_checkpoint, model_fingerprint
@@ -230,21 +230,9 @@ def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.contiguous()
 
 
-def inference_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA (float16 where bf16 is unsupported); full precision on CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Embed with frozen BatchNorm statistics, then give the model back in its previous mode."""
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run with frozen BatchNorm statistics, then give the model back in its previous mode."""
     was_training = model.training
     model.eval()
     try:
@@ -332,7 +320,7 @@ class Embedder:
         ok: list[torch.Tensor] = []
         errors: list[tuple[int, str]] = []
         bar = tqdm(total=len(items), unit="img", desc="embed", disable=not progress)
-        with _eval_mode(self.model), torch.inference_mode():
+        with eval_mode(self.model), torch.inference_mode():
             for batch in loader:
                 errors.extend((int(index), str(message)) for index, message in batch["errors"])
                 if len(batch["ok"]):
@@ -351,7 +339,7 @@ class Embedder:
 
     def _forward(self, pixels: torch.Tensor
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        with inference_autocast(self.device):
+        with autocast(self.device):
             output = self.model(to_model_input(pixels, self.device))
         return (_as_numpy(output.embedding), _as_numpy(output.blur_value), _as_numpy(output.box))
 
@@ -371,46 +359,13 @@ def load_embedder(
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
 ) -> Embedder:
-    """An Embedder from a checkpoint directory or the name of a shipped checkpoint."""
-    from retrieval.cli_options import resolve_device
+    """An Embedder from a checkpoint directory or the name of a shipped checkpoint.
 
+    `device` is 'auto' | 'cpu' | 'cuda'; one that torch cannot use raises DeviceUnavailableError.
+    """
     target = torch.device(resolve_device(device))
     network, config = load_checkpoint(model, device=target)
     if target.type == "cuda":
         network = network.to(memory_format=torch.channels_last)
     return Embedder(network, config, batch_size=batch_size, workers=workers)
 
-
-def forward_throughput(
-    model: BlurAwareNet,
-    image_size: tuple[int, int],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    seconds: float = 3.0,
-    warmup_batches: int = 2,
-) -> float:
-    """Images per second of the bare network on ready-made input tensors.
-
-    Same precision and memory layout as `Embedder.embed`, so comparing the two at the same
-    batch size shows what loading, resizing and transfers cost on top of the network.
-    """
-    if batch_size < 1 or seconds <= 0:
-        raise ValueError(f"need batch_size >= 1 and seconds > 0, got {batch_size}, {seconds}")
-    device = model_device(model)
-    generator = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (batch_size, *image_size, 3), dtype=torch.uint8,
-                           generator=generator)
-    images = to_model_input(pixels, device)
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    done = 0
-    with _eval_mode(model), torch.inference_mode(), inference_autocast(device):
-        for _ in range(warmup_batches):
-            model(images)
-        synchronize()
-        start = time.perf_counter()
-        while True:
-            model(images)
-            done += batch_size
-            synchronize()
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                return done / elapsed

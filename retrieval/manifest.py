@@ -18,8 +18,6 @@ from retrieval.sim.config import SimConfig
 from retrieval.sim.objects import split_instance_id
 
 MANIFEST_NAME = "manifest.parquet"
-ROLES = ("train", "val", "query", "database", "distractor")
-SPLITS = ("train", "val", "test", "distractor")
 _SIM_KEY = b"blur_retrieval.sim_config"
 
 MANIFEST_SCHEMA = pa.schema([
@@ -82,10 +80,15 @@ def read_manifest(path: str | Path) -> pa.Table:
     missing = [name for name in MANIFEST_SCHEMA.names if name not in table.column_names]
     if missing:
         raise ManifestError(f"{path}: missing manifest columns {', '.join(missing)}")
+    try:
+        sim_config_of(table)
+    except (ValueError, TypeError) as exc:  # checked here, where the file is known
+        raise ManifestError(f"{path}: unusable simulator settings in its metadata: {exc}") from exc
     return table
 
 
 def sim_config_of(table: pa.Table) -> SimConfig | None:
+    """The simulator settings stored with a manifest (None for one without virtual rows)."""
     metadata = table.schema.metadata or {}
     return SimConfig.from_dict(json.loads(metadata[_SIM_KEY])) if _SIM_KEY in metadata else None
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 
 from retrieval.model import (
@@ -136,7 +138,8 @@ def test_config_with_a_different_architecture_is_refused_as_mismatched(tmp_path)
         (lambda d: rewrite_config(d, format=2), "unknown format version 2"),
         (lambda d: rewrite_config(d, embedding_dim="16"), "embedding_dim"),
         (lambda d: rewrite_config(d, image_size=[32]), "image_size"),
-        (lambda d: rewrite_config(d, backbone="no_such_backbone"), "cannot build the model"),
+        (lambda d: rewrite_config(d, backbone="no_such_backbone"),
+         r"config\.json: backbone 'no_such_backbone' is not a registered"),
     ],
 )
 def test_broken_checkpoints_give_a_clear_error(tmp_path, damage, message):
@@ -145,6 +148,24 @@ def test_broken_checkpoints_give_a_clear_error(tmp_path, damage, message):
     damage(directory)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(directory)
+
+
+@pytest.mark.parametrize("name", ["hf-hub:someorg/somemodel", "timm/some_model", "timm/resnet18",
+                                  "local-dir:/tmp/model", "resnet18/../x"])
+def test_backbones_that_timm_would_fetch_are_refused_before_timm_is_called(tmp_path, monkeypatch,
+                                                                            name):
+    directory = tmp_path / "ckpt"
+    save_checkpoint(directory, trained_like_net(), CONFIG)
+    rewrite_config(directory, backbone=name)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"timm.create_model reached with {args}, {kwargs}")
+
+    monkeypatch.setattr(timm, "create_model", no_download)
+    expected = rf"{re.escape(str(directory / 'config.json'))}: backbone {re.escape(repr(name))}"
+    for read in (read_checkpoint_config, load_checkpoint):
+        with pytest.raises(CheckpointError, match=expected):
+            read(directory)
 
 
 def test_config_missing_keys_are_listed(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.embed import Embedder, forward_throughput, load_embedder, prepare_pixels
+from retrieval.embed import Embedder, load_embedder, prepare_pixels
 from retrieval.manifest import manifest_items
 from retrieval.model import BlurAwareNet, model_fingerprint, save_checkpoint
 from retrieval.sim.config import SimConfig
@@ -186,11 +186,3 @@ def test_bad_embedder_settings_are_refused(net):
         embedder(net, batch_size=0)
     with pytest.raises(ValueError, match="image_size"):
         Embedder.from_model(net, {})
-
-
-def test_forward_throughput_measures_and_restores_the_model_mode():
-    torch.manual_seed(0)
-    model = BlurAwareNet(TINY, embedding_dim=16).train()
-    rate = forward_throughput(model, SIZE, batch_size=2, seconds=0.05)
-    assert np.isfinite(rate) and rate > 0
-    assert model.training

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
@@ -179,6 +180,7 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
 def _check_config_types(config: Mapping[str, Any], path: Path) -> None:
     if not isinstance(config["backbone"], str) or not config["backbone"]:
         raise CheckpointError(f"{path}: 'backbone' must be a non-empty string")
+    _check_local_backbone(config["backbone"], path)
     dim = config["embedding_dim"]
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise CheckpointError(f"{path}: 'embedding_dim' must be a positive integer, got {dim!r}")
@@ -192,6 +194,21 @@ def _check_config_types(config: Mapping[str, Any], path: Path) -> None:
         _check_image_size(config["image_size"], str(path))
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
+
+
+def _check_local_backbone(name: str, path: Path) -> None:
+    """A checkpoint is untrusted input: it may only name an architecture built locally.
+
+    timm treats names such as 'hf-hub:org/model' or 'local-dir:/path' as places to fetch a
+    model from; only registered model names (timm's own and the plainnet backbones, which
+    `network` registers) are accepted, so loading a checkpoint never downloads or reads
+    anything beyond its own two files.
+    """
+    if any(mark in name for mark in ":/\\") or not timm.is_model(name):
+        raise CheckpointError(
+            f"{path}: backbone {name!r} is not a registered timm or plainnet architecture name "
+            "(hub prefixes and paths are refused, so a checkpoint never makes us download)"
+        )
 
 
 def _check_image_size(image_size: Any, where: str) -> None:
@@ -229,6 +246,7 @@ def load_checkpoint(
     try:
         model = BlurAwareNet(
             backbone=config["backbone"],
+            pretrained=False,  # the weights are this checkpoint's; nothing is fetched
             embedding_dim=config["embedding_dim"],
             blur_head=config["blur_head"],
             loc_head=config["loc_head"],

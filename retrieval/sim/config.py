@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
+
+# Fields that once existed, were never used and were always written empty.
+_RETIRED_EMPTY_KEYS = ("extra",)
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,6 @@ class SimConfig:
     fast_bias: float = 1.0
     max_rotation_deg: float = 30.0  # per axis, over the whole `steps`-step motion
     depth_change: float = 0.25  # relative scale change over the whole motion
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -47,8 +49,22 @@ class SimConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> SimConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        """Settings as stored by `to_dict`; keys this version does not know are refused.
+
+        Dropping them would render virtual rows with default settings, so the pixels would
+        silently differ from those of the version that wrote the data set. An empty "extra"
+        is accepted: versions before its removal wrote that unused field into every data set.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"simulator settings must be a JSON object, got {type(data).__name__}")
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(key for key in data if key not in known
+                         and not (key in _RETIRED_EMPTY_KEYS and data[key] == {}))
+        if unknown:
+            raise ValueError(f"unknown simulator settings {unknown} (written by a newer version?); "
+                             f"this version knows {sorted(known)}")
+        values = {key: value for key, value in data.items() if key in known}
         for key in ("object_radius", "streak_ratio"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known)
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
