@@ -119,11 +119,13 @@ def bench_speed(model, batch_size, images, vectors, seconds, workers, device, qu
 
     from benchmark.index_speed import format_summary, run_index_benchmark
     from benchmark.speed import embedding_rates, simulator_rate, write_sample_images
+    from indexer.cli_support import model_load_errors
     from retrieval.embed import load_embedder
     from retrieval.sim.config import SimConfig
 
     device = resolve_device(device)
-    embedder = load_embedder(model, device=device, batch_size=batch_size, workers=workers)
+    with model_load_errors(model):
+        embedder = load_embedder(model, device=device, batch_size=batch_size, workers=workers)
     height, width = embedder.image_size
     config = SimConfig(height=height, width=width)
     simulator = {

@@ -118,16 +118,15 @@ def _method_names(value: str) -> list[str]:
 def load_methods(names: list[str], device: str, batch_size: int) -> list[Method]:
     """Every embedder, loaded before any long work so a wrong name fails at once."""
     from benchmark.evaluate import Method
+    from indexer.cli_support import model_load_errors
     from retrieval.embed import load_embedder
-    from retrieval.model import CheckpointError, resolve_checkpoint
+    from retrieval.model import resolve_checkpoint
 
     methods = []
     for name in names:
-        try:
+        with model_load_errors(name, option="--methods"):
             embedder = load_embedder(name, device=device, batch_size=batch_size)
             checkpoint = str(resolve_checkpoint(name).resolve())
-        except CheckpointError as error:
-            raise click.ClickException(f"method {name!r}: {error}") from error
         methods.append(Method(name=name, embedder=embedder, checkpoint=checkpoint))
     return methods
 

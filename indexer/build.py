@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer import gpu, metadata, store
+from indexer.dedup import with_content_hashes
 from indexer.embedding import EmbedderLike
 from indexer.errors import IndexExistsError, SourceError
 from indexer.factory import (
@@ -26,7 +27,7 @@ from indexer.factory import (
     training_positions,
 )
 from indexer.index import BUILD_DIR_NAME, IngestResult, RetrievalIndex
-from indexer.shards import DEFAULT_SHARD_SIZE, embed_in_shards
+from indexer.shards import DEFAULT_SHARD_SIZE, discard_builds, embed_in_shards
 from indexer.sources import Source
 from indexer.tuning import RECALL_K, sample_queries, tune_index
 from indexer.vectors import add_in_chunks, validated_vectors
@@ -86,16 +87,23 @@ def build_index(
 
     `factory` is a FAISS factory string or "auto" (exact up to `exact_threshold` vectors,
     IVF above, with nprobe tuned to recall@100 >= 0.95). `model_name` is recorded so that
-    later commands can load the same model.
+    later commands can load the same model. A build in which no item embeds leaves nothing
+    behind: no shards, and no `out_dir` if this call created it.
     """
     out = Path(out_dir)
     if (out / store.MANIFEST_NAME).exists():
         raise IndexExistsError(f"{out}: already holds an index; add to it or choose another folder")
+    store.check_writable_folder(out)
     device = gpu.resolve_device(device)
     if len(source) == 0:
         raise SourceError(f"{source.origin}: no items to index")
+    source = with_content_hashes(source, progress)
+    created = not out.exists()
     embedded = embed_in_shards(source.items, embedder, out / BUILD_DIR_NAME, shard_size, progress)
     if len(embedded.ordinals) == 0:
+        discard_builds(out / BUILD_DIR_NAME)
+        if created and not any(out.iterdir()):
+            out.rmdir()
         raise SourceError(
             f"{source.origin}: none of the {len(source)} items could be embedded; "
             f"first error: {embedded.errors[0][1]}"

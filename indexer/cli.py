@@ -1,8 +1,10 @@
 """Command-line verbs of the index layer: `index build|add|remove|info`, `query` and `serve`.
 
-Exit status: 0 when everything was done; 1 when some inputs were skipped (the rest was still
-indexed or answered) or the index could not be changed; 2 for usage errors, including an index
-folder that cannot be used.
+Exit status: 0 when everything was done (files already in the index, skipped by `index add`,
+count as done); 1 when some inputs were skipped (the rest was still indexed or answered) or the
+index could not be changed; 2 for usage errors, including an index folder that cannot be used, a
+model that cannot be loaded and an output path that cannot be written. Under `--json`, an error
+that ends the command also prints `{"error": "..."}` on stdout.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from typing import Any
 import click
 
 from indexer.build import build_index
+from indexer.cli_support import JsonErrorsCommand, model_load_errors, recorded_model
 from indexer.embedding import EmbedderLike
-from indexer.errors import IndexStoreError
+from indexer.errors import IndexStoreError, OutputPathError
 from indexer.gpu import DEVICES, resolve_device
 from indexer.grid import GridRow, draw_grid
 from indexer.index import IngestResult, RetrievalIndex, open_index
 from indexer.serve.cli import serve_command
 from indexer.shards import DEFAULT_SHARD_SIZE
-from indexer.sources import Source, source_from
+from indexer.sources import Source, printable, source_from
+from indexer.store import check_writable_folder
 
 DEFAULT_MODEL = "blur-aware"
 EXIT_SKIPPED = 1
@@ -41,6 +45,17 @@ def _iter_image_files(folder: Path) -> Iterator[Path]:
     from retrieval.images import iter_image_files
 
     return iter_image_files(folder)
+
+
+def _stat_problem(path: Path) -> str:
+    """Why a query path that does not exist cannot be read (a link loop is not a missing file)."""
+    from retrieval.images import stat_problem
+
+    try:
+        path.stat()
+    except OSError as error:
+        return stat_problem(path, error)
+    return "not a file or folder"
 
 
 _device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
@@ -73,10 +88,13 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, device: st
     """Index SRC (a folder of images or a manifest .parquet) into a new folder."""
     with _failures_as_click_errors():
         resolve_device(device)  # fail before the model is loaded
+        check_writable_folder(out_dir)
         source = source_from(src)
-        embedder = load_embedder(model, device, batch_size)
+        with model_load_errors(model):
+            embedder = load_embedder(model, device, batch_size)
         index, result = build_index(source, embedder, out_dir, factory=factory, device=device,
-                                    shard_size=shard_size, progress=not quiet, model_name=model)
+                                    shard_size=shard_size, progress=not quiet,
+                                    model_name=recorded_model(model))
     _finish_ingest(index, source, result, verb="indexed")
 
 
@@ -84,17 +102,19 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, device: st
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.option("--model", default=None, help="Defaults to the model that built the index.")
+@click.option("--allow-duplicates", is_flag=True,
+              help="Add files the index already holds (same path and content) again.")
 @_device_option
 @_batch_option
 @_quiet_option
-def add_command(index_dir: Path, src: Path, model: str | None, device: str, batch_size: int,
-                quiet: bool) -> None:
+def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates: bool,
+                device: str, batch_size: int, quiet: bool) -> None:
     """Append the images or rows of SRC to the index in INDEX_DIR."""
     with _failures_as_click_errors():
         index = open_index(index_dir, mmap=False, device=device)
         source = source_from(src)
-        embedder = load_embedder(model or model_of(index), device, batch_size)
-        result = index.add(source, embedder, progress=not quiet)
+        embedder = _load_for(index, model, device, batch_size)
+        result = index.add(source, embedder, progress=not quiet, allow_duplicates=allow_duplicates)
         index.save()
     _finish_ingest(index, source, result, verb="added")
 
@@ -114,7 +134,7 @@ def remove_command(index_dir: Path, ids: tuple[int, ...], paths: tuple[str, ...]
     click.echo(f"removed {len(removed)} vectors; {index.count} remain in {index_dir}")
 
 
-@index_group.command("info")
+@index_group.command("info", cls=JsonErrorsCommand)
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info_command(index_dir: Path, as_json: bool) -> None:
@@ -126,7 +146,7 @@ def info_command(index_dir: Path, as_json: bool) -> None:
     click.echo(json.dumps(info, indent=2) if as_json else _format_info(info))
 
 
-@click.command("query")
+@click.command("query", cls=JsonErrorsCommand)
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.argument("queries", nargs=-1, required=True)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query.")
@@ -146,28 +166,40 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
         index.check_k(k)
     except IndexStoreError as error:
         raise click.UsageError(str(error)) from error
+    if grid is not None:
+        try:  # refused now, not after every query is embedded
+            check_writable_folder(grid.parent)
+        except OutputPathError as error:
+            raise click.BadParameter(str(error), param_hint="--grid") from error
     items, skipped = _expand_queries(queries)
     answered: list[tuple[str, list[dict[str, Any]]]] = []
+    sheet: list[GridRow] = []
     if items:
         try:
-            embedder = load_embedder(model or model_of(index), device, batch_size)
+            embedder = _load_for(index, model, device, batch_size)
             found = index.search_images([path for _, path in items], embedder, k,
                                         progress=not quiet)
         except IndexStoreError as error:
             raise click.UsageError(str(error)) from error
         skipped += [(items[i][0], items[i][1], message) for i, message in found.errors]
         answered = [(items[r.item][1], [h.to_json() for h in r.hits]) for r in found.results]
+        sheet = [GridRow(items[r.item][1], [(h.file, h.score) for h in r.hits])
+                 for r in found.results]
     skipped.sort(key=lambda entry: entry[0])
+    grid_error = _write_grid(sheet, grid) if grid is not None and sheet else None
     if as_json:
-        click.echo(json.dumps({
-            "results": [{"query": query, "hits": hits} for query, hits in answered],
-            "skipped": [{"path": path, "error": error} for _, path, error in skipped],
-        }, indent=2))
+        answer: dict[str, Any] = {
+            "results": [{"query": printable(query), "hits": hits} for query, hits in answered],
+            "skipped": [{"path": printable(path), "error": printable(error)}
+                        for _, path, error in skipped],
+        }
+        click.echo(json.dumps(answer if grid_error is None else {**answer, "error": grid_error},
+                              indent=2))
     else:
         _print_answers(answered, skipped)
-    if grid is not None and answered:
-        draw_grid([GridRow(query, [(h["path"], h["score"]) for h in hits])
-                   for query, hits in answered], grid)
+    if grid_error is not None:  # the answers are printed: only the sheet is missing
+        click.echo(f"Error: {grid_error}", err=True)
+        click.get_current_context().exit(2)
     if skipped:
         click.get_current_context().exit(EXIT_SKIPPED)
 
@@ -177,11 +209,33 @@ COMMANDS = [index_group, query_command, serve_command]
 
 @contextlib.contextmanager
 def _failures_as_click_errors() -> Iterator[None]:
-    """Index and source problems end the command with their message, not a traceback."""
+    """Index and source problems end the command with their message, not a traceback; an output
+    folder that cannot be written is a usage error."""
     try:
         yield
+    except OutputPathError as error:
+        raise click.UsageError(printable(str(error))) from error
     except IndexStoreError as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(printable(str(error))) from error
+
+
+def _load_for(index: RetrievalIndex, model: str | None, device: str, batch_size: int
+              ) -> EmbedderLike:
+    """The model asked for, else the one that built `index`; a load failure says what to pass."""
+    name = model or model_of(index)
+    hint = None if model else (f"{index.directory} was built with it (fingerprint "
+                               f"{index.fingerprint}); pass --model a copy of that checkpoint")
+    with model_load_errors(name, hint=hint):
+        return load_embedder(name, device, batch_size)
+
+
+def _write_grid(rows: list[GridRow], path: Path) -> str | None:
+    """Draw the contact sheet; None when written, else why not (the caller still prints results)."""
+    try:
+        draw_grid(rows, path)
+    except OSError as error:
+        return printable(f"--grid {path}: cannot write the contact sheet ({error.strerror or error})")
+    return None
 
 
 def model_of(index: RetrievalIndex) -> str:
@@ -201,7 +255,7 @@ def _expand_queries(queries: Sequence[str]
         elif path.exists():
             entries.append((given, None))
         else:
-            entries.append((given, f"{given}: no such file or folder"))
+            entries.append((given, f"{given}: {_stat_problem(path)}"))
     items = [(i, path) for i, (path, error) in enumerate(entries) if error is None]
     skipped = [(i, path, error) for i, (path, error) in enumerate(entries) if error is not None]
     return items, skipped
@@ -210,21 +264,23 @@ def _expand_queries(queries: Sequence[str]
 def _print_answers(answered: list[tuple[str, list[dict[str, Any]]]],
                    skipped: list[tuple[int, str, str]]) -> None:
     for query, hits in answered:
-        click.echo(query)
+        click.echo(printable(query))
         for hit in hits:
             click.echo(f"  {hit['rank']:>4}  {hit['score']:.4f}  id {hit['id']:<8} {hit['path']}")
     for _, _, error in skipped:  # messages name their file
-        click.echo(f"skipped: {error}", err=True)
+        click.echo(f"skipped: {printable(error)}", err=True)
 
 
 def _finish_ingest(index: RetrievalIndex, source: Source, result: IngestResult,
                    verb: str) -> None:
     for _, message in result.errors[:MAX_LISTED_SKIPS]:
-        click.echo(f"skipped: {message}", err=True)
+        click.echo(f"skipped: {printable(message)}", err=True)
     if len(result.errors) > MAX_LISTED_SKIPS:
         click.echo(f"... and {len(result.errors) - MAX_LISTED_SKIPS} more skipped", err=True)
-    click.echo(f"{verb} {len(result.ids)} of {len(source)} items from {source.origin}; "
-               f"{index.count} vectors in {index.directory}")
+    duplicates = (f" ({len(result.duplicates)} already in the index, not added again; "
+                  "--allow-duplicates adds them)" if len(result.duplicates) else "")
+    click.echo(printable(f"{verb} {len(result.ids)} of {len(source)} items from {source.origin}"
+                         f"{duplicates}; {index.count} vectors in {index.directory}"))
     if result.errors:
         click.get_current_context().exit(EXIT_SKIPPED)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer import gpu, metadata, store
+from indexer.dedup import already_indexed, with_content_hashes
 from indexer.embedding import EmbedderLike, EmbedResultLike
 from indexer.errors import (
     FingerprintMismatchError,
@@ -30,7 +31,7 @@ from indexer.errors import (
     faiss_reason,
 )
 from indexer.shards import DEFAULT_SHARD_SIZE, discard_builds, embed_in_shards
-from indexer.sources import Source, check_metadata
+from indexer.sources import Source, check_metadata, file_path
 from indexer.tuning import set_nprobe
 from indexer.vectors import add_in_chunks, validated_vectors
 
@@ -44,6 +45,8 @@ class IngestResult:
     ids: np.ndarray  # int64 ids given to the embedded items, in source order
     ordinals: np.ndarray  # int64 positions of those items in the source
     errors: list[tuple[int, str]]  # (position in the source, message naming the file)
+    # int64 positions in the source of files the index already held, not added again
+    duplicates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,14 @@ class Hit:
 
     @property
     def path(self) -> str | None:
-        """The file behind the hit; None for a virtual (rendered on demand) row."""
+        """The file behind the hit, printable (see `indexer.sources`); None for a virtual row."""
         value = self.row.get("path")
         return None if value is None else str(value)
+
+    @property
+    def file(self) -> str | None:
+        """The file behind the hit spelled as the OS does, to open it; None for a virtual row."""
+        return file_path(self.row)
 
     def to_json(self) -> dict[str, Any]:
         """The hit as `query --json` and the HTTP API print it."""
@@ -190,15 +198,25 @@ class RetrievalIndex:
     # -- changing ----------------------------------------------------------------------------
 
     def add(self, source: Source, embedder: EmbedderLike, progress: bool = True,
-            shard_size: int = DEFAULT_SHARD_SIZE) -> IngestResult:
-        """Embed and append `source` (resumable until the next save); call `save()` to keep it."""
+            shard_size: int = DEFAULT_SHARD_SIZE, allow_duplicates: bool = False) -> IngestResult:
+        """Embed and append `source` (resumable until the next save); call `save()` to keep it.
+
+        Files the index already holds (same path and content, see `indexer.dedup`) are skipped
+        and listed in `IngestResult.duplicates`, unless `allow_duplicates`.
+        """
         self._require_writable()
         self._check_fingerprint(embedder.fingerprint, f"{source.origin} embedder")
-        embedded = embed_in_shards(source.items, embedder, self.directory / BUILD_DIR_NAME,
-                                   shard_size, progress)
-        rows = source.metadata.take(pa.array(embedded.ordinals))
+        source = with_content_hashes(source, progress)
+        duplicates = (np.zeros(0, dtype=np.int64) if allow_duplicates
+                      else already_indexed(self._table, source.metadata))
+        wanted = np.setdiff1d(np.arange(len(source), dtype=np.int64), duplicates)
+        embedded = embed_in_shards([source.items[i] for i in wanted], embedder,
+                                   self.directory / BUILD_DIR_NAME, shard_size, progress)
+        ordinals = wanted[embedded.ordinals]
+        rows = source.metadata.take(pa.array(ordinals))
         ids = self.add_vectors(embedded.vectors, rows, embedder.fingerprint, source.origin)
-        return IngestResult(ids=ids, ordinals=embedded.ordinals, errors=embedded.errors)
+        errors = [(int(wanted[position]), message) for position, message in embedded.errors]
+        return IngestResult(ids=ids, ordinals=ordinals, errors=errors, duplicates=duplicates)
 
     def add_vectors(self, vectors: np.ndarray, rows: pa.Table, fingerprint: str,
                     origin: str = "<vectors>") -> np.ndarray:
@@ -301,6 +319,13 @@ def open_index(directory: str | Path, mmap: bool = True, device: str = "auto") -
             f"{Path(directory) / manifest.files['index'].name}: holds {faiss_index.ntotal} "
             f"vectors of dimension {faiss_index.d}, but the manifest says {manifest.count} of "
             f"dimension {manifest.dim} and the metadata has {table.num_rows} rows"
+        )
+    ids = metadata.ids_column(table)
+    if len(ids) and ids.max() >= manifest.next_id:
+        raise IndexFormatError(
+            f"{Path(directory) / store.MANIFEST_NAME}: next_id {manifest.next_id} is not above the "
+            f"largest id in use ({int(ids.max())}); new vectors would reuse ids, so the manifest "
+            "is damaged: restore it or rebuild the index"
         )
     if "nprobe" in manifest.tuned:
         set_nprobe(faiss_index, manifest.tuned["nprobe"])

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from indexer.errors import SourceError
-from indexer.sources import ID_COLUMN, PATH_COLUMN
+from indexer.sources import ID_COLUMN, PATH_COLUMN, printable
 
 
 def attach_ids(table: pa.Table, ids: np.ndarray) -> pa.Table:
@@ -47,7 +47,7 @@ def ids_of_paths(table: pa.Table, paths: Sequence[str | os.PathLike]
     found: list[np.ndarray] = []
     missing: list[str] = []
     for path in paths:
-        for candidate in dict.fromkeys([str(path), str(Path(path).resolve())]):
+        for candidate in dict.fromkeys([printable(str(path)), printable(str(Path(path).resolve()))]):
             mask = pc.fill_null(pc.equal(stored, candidate), False)
             if pc.any(mask).as_py():
                 found.append(ids_column(table.filter(mask)))

@@ -47,7 +47,8 @@ def item_key(item: Any) -> str:
 def items_digest(items: Sequence[Any]) -> str:
     digest = hashlib.sha256()
     for item in items:
-        digest.update(item_key(item).encode("utf-8"))
+        # surrogateescape: a file name that is not UTF-8 keys by its exact bytes
+        digest.update(item_key(item).encode("utf-8", "surrogateescape"))
         digest.update(b"\0")
     return digest.hexdigest()
 

@@ -14,6 +14,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,12 @@ import faiss
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.errors import ConcurrentUpdateError, IndexChecksumError, IndexFormatError
+from indexer.errors import (
+    ConcurrentUpdateError,
+    IndexChecksumError,
+    IndexFormatError,
+    OutputPathError,
+)
 from retrieval.fileio import atomic_path, write_json_atomic, write_parquet_atomic
 
 FORMAT_VERSION = 1
@@ -106,6 +112,22 @@ def read_manifest(directory: str | Path) -> Manifest:
 
 def saved_generation(directory: Path) -> int:
     return read_manifest(directory).generation if (directory / MANIFEST_NAME).exists() else 0
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Refuse, before any long work, a folder that cannot be created or written in.
+
+    The nearest existing folder on the way decides: it must be a folder (not a file) and
+    writable by this process.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{folder}: exists and is not a folder")
+    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        raise OutputPathError(f"{folder}: cannot be created, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{folder}: no permission to write in {existing}")
 
 
 def sha256_of(path: Path) -> str:

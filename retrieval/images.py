@@ -6,6 +6,7 @@ is raised as `ImageLoadError` naming the file and the problem; callers report it
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import warnings
@@ -15,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# The one list of formats folder walks pick up (index builds, queries of a folder): every format
+# whose signature `_SIGNATURES` knows, so what a query answers a build also indexes.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
 DEFAULT_MAX_PIXELS = 64_000_000
 
@@ -134,13 +137,21 @@ def to_rgb_image(obj: Image.Image | np.ndarray) -> Image.Image:
     raise TypeError(f"expected a PIL image or a numpy array, got {type(obj).__name__}")
 
 
+def stat_problem(file: Path, error: OSError) -> str:
+    """Why `file` could not be stat'ed, in words; a symbolic link loop and a link to nothing are
+    named as such rather than passing for a missing file."""
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop (following the link leads back to it)"
+    if error.errno == errno.ENOENT:
+        return "broken symbolic link (its target does not exist)" if file.is_symlink() else "file not found"
+    return f"cannot access file ({error.strerror})"
+
+
 def _require_nonempty_regular_file(file: Path) -> None:
     try:
         info = file.stat()
-    except FileNotFoundError:
-        raise ImageLoadError(file, "file not found") from None
     except OSError as error:
-        raise ImageLoadError(file, f"cannot access file ({error.strerror})") from error
+        raise ImageLoadError(file, stat_problem(file, error)) from error
     if stat.S_ISDIR(info.st_mode):
         raise ImageLoadError(file, "is a directory, not an image file")
     if not stat.S_ISREG(info.st_mode):

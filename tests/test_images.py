@@ -75,6 +75,18 @@ def test_missing_file(tmp_path):
     expect_load_error(tmp_path / "nope.jpg", "file not found")
 
 
+def test_symlink_loop_is_named_as_a_loop(tmp_path):
+    loop = tmp_path / "loop.png"
+    os.symlink(loop, loop)
+    expect_load_error(loop, "symbolic link loop")
+
+
+def test_broken_symlink_is_named_as_such(tmp_path):
+    link = tmp_path / "link.png"
+    os.symlink(tmp_path / "gone.png", link)
+    expect_load_error(link, "broken symbolic link")
+
+
 def test_directory(tmp_path):
     folder = tmp_path / "looks_like.jpg"
     folder.mkdir()
@@ -414,6 +426,15 @@ def test_iter_image_files_covers_every_listed_extension(tmp_path):
     for index, extension in enumerate(IMAGE_EXTENSIONS):
         touch(tmp_path / f"{index}{extension.upper()}")
     assert len(list(iter_image_files(tmp_path))) == len(IMAGE_EXTENSIONS)
+
+
+def test_every_format_the_decoder_recognises_is_picked_up_by_folder_walks(tmp_path):
+    """One list for queries and builds: a GIF a query answers is also indexed from a folder."""
+    saved(noise_rgb(), tmp_path / "anim.gif")
+    assert [path.name for path in iter_image_files(tmp_path)] == ["anim.gif"]
+    assert load_rgb(tmp_path / "anim.gif").size == (48, 32)
+    signature_formats = {"JPEG", "PNG", "GIF", "TIFF", "BMP", "WEBP"}
+    assert {Image.registered_extensions()[ext] for ext in IMAGE_EXTENSIONS} == signature_formats
 
 
 def test_iter_image_files_accepts_a_hidden_root(tmp_path):

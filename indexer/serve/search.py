@@ -25,6 +25,7 @@ from indexer.embedding import EmbedderLike
 from indexer.errors import FingerprintMismatchError
 from indexer.index import ImageSearch, QueryHits
 from indexer.serve.live import LiveIndex
+from indexer.sources import file_path
 from retrieval.images import ImageLoadError, load_rgb
 from retrieval.sim.severity import blur_level
 
@@ -114,11 +115,12 @@ class Searcher:
         row = self.live.current().rows(np.array([int(image_id)], dtype=np.int64))[0]
         if row is None:
             raise ImageNotFoundError(f"no database image has id {image_id}")
-        if row.get("path") is None:
+        file = file_path(row)
+        if file is None:
             raise ImageNotFoundError(f"id {image_id} is a virtual row: it was rendered by the "
                                      "simulator when indexed and has no file to show")
         try:
-            image = load_rgb(row["path"], max_pixels=MAX_QUERY_PIXELS)
+            image = load_rgb(file, max_pixels=MAX_QUERY_PIXELS)
         except ImageLoadError as error:
             raise ImageNotFoundError(f"the file of id {image_id} cannot be shown: {error.reason}"
                                      ) from error
