@@ -35,11 +35,12 @@ def _synthesize(folder: Path, seed: int, device: str, progress: bool) -> Path:
                       splits=("test",))
 
 
-def _index_and_query(manifest: Path, out: Path, embedder, progress: bool) -> Path:
+def _index_and_query(manifest: Path, out: Path, model: str, embedder, progress: bool) -> Path:
     """Index the database + distractors, search one query per blur level, draw the grid
     (each query captioned with its blur level and severity, hits framed green when they show
     the query's instance, red otherwise)."""
     from indexer.api import Source, build_index, open_index, source_from_manifest
+    from indexer.cli_support import recorded_model
     from indexer.grid import GridRow, draw_grid
 
     everything = source_from_manifest(manifest)
@@ -50,7 +51,7 @@ def _index_and_query(manifest: Path, out: Path, embedder, progress: bool) -> Pat
                       metadata=everything.metadata.filter(keep), origin=everything.origin)
     index_dir = out / "index"
     if not (index_dir / "manifest.json").exists():
-        build_index(database, embedder, index_dir, progress=progress, model_name="blur-aware")
+        build_index(database, embedder, index_dir, progress=progress, model_name=recorded_model(model))
     index = open_index(index_dir)
     table = everything.metadata
     picked = []  # manifest positions: one query per blur level
@@ -92,7 +93,7 @@ def demo_command(out_dir, seed, device, methods, quiet):
     click.echo(f"1/3 synthesizing a benchmark set in {out / 'data'}")
     manifest = _synthesize(out / "data", seed, device, progress)
     click.echo(f"2/3 indexing it with {names[0]} and querying one blurry image per blur level")
-    grid = _index_and_query(manifest, out, loaded[0].embedder, progress)
+    grid = _index_and_query(manifest, out, names[0], loaded[0].embedder, progress)
     click.echo(f"wrote {grid}")
     click.echo("3/3 mAP@100 by blur level")
     config = {"data": str(manifest), "synthesized": True, "seed": seed,

@@ -154,6 +154,7 @@ def _synthesized_manifest(folder: Path, preset: str, seed: int, device: str,
     benchmark, so nothing but the manifest is written; train/val instances are not rendered.
     """
     from retrieval.manifest import MANIFEST_NAME
+    from retrieval.sim.config import SimConfig
     from retrieval.sim.synth import synthesize
 
     chosen = replace(PRESETS[preset], distractors=0)
@@ -164,9 +165,11 @@ def _synthesized_manifest(folder: Path, preset: str, seed: int, device: str,
     if (folder / MANIFEST_NAME).is_file():
         try:
             made = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # missing or damaged: the data set cannot be trusted
+            # settings written by an earlier version compare as this version reads them
+            made["sim"] = json.loads(json.dumps(SimConfig.from_dict(made["sim"]).to_dict()))
+        except (OSError, ValueError, TypeError, KeyError):  # missing or damaged: not to be trusted
             made = {}
-        if isinstance(made, dict) and {key: made.get(key) for key in wanted} == wanted:
+        if {key: made.get(key) for key in wanted} == wanted:
             return folder / MANIFEST_NAME
         raise click.ClickException(
             f"{folder}: holds a data set made with other settings (see {record.name}); remove "

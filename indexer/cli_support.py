@@ -26,10 +26,13 @@ def model_load_errors(model: str, option: str = "--model", hint: str | None = No
     `option` is the option the advice tells to change; `hint` replaces the advice when the
     name came from somewhere else (an index manifest). Imported on entry: only a model load needs torch.
     """
+    from retrieval.devices import DeviceUnavailableError
     from retrieval.model.checkpoint import CheckpointError, available_checkpoints
 
     try:
         yield
+    except DeviceUnavailableError as error:
+        raise click.UsageError(str(error)) from error
     except (CheckpointError, OSError) as error:
         shipped = available_checkpoints()
         advice = hint or (f"pass {option} a checkpoint folder (config.json and model.safetensors) "

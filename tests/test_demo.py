@@ -38,6 +38,7 @@ def test_demo_synthesizes_indexes_queries_and_reports(tiny_checkpoints, tmp_path
     index_manifest = json.loads((out / "index" / "manifest.json").read_text())
     roles = json.loads((out / "data" / "synth.json").read_text())["roles"]
     assert index_manifest["count"] == roles["database"] + roles["distractor"]
+    assert index_manifest["model"]["name"] == tiny_checkpoints[0]  # the model that made the vectors
     report = json.loads((out / "report" / "report.json").read_text())
     assert [m["name"] for m in report["config"]["methods"]] == tiny_checkpoints
     assert list(report["results"]) == tiny_checkpoints

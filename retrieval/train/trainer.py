@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from retrieval.devices import autocast
 from retrieval.embed import Embedder, PixelBatches, default_workers, pixel_loader, to_model_input
 from retrieval.manifest import ManifestError, manifest_items
 from retrieval.model import (
@@ -118,13 +119,6 @@ class TrainOutcome:
     checkpoint: Path | None  # the inference checkpoint folder, once one was written
     skipped_images: int
     signal: str | None = None
-
-
-def training_autocast(device: torch.device):
-    """bfloat16 autocast on CUDA GPUs that support it; float32 elsewhere (no loss scaling)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
 
 
 class _LearningRateFactor:
@@ -395,7 +389,7 @@ class Trainer:
             total = self.settings.epochs * self.steps_per_epoch
             fraction = self.settings.predicted_crop_fraction * min(1.0, self.step / total)
             crop_boxes = training_crop_boxes(targets["box"], fraction, self.crop_rng)
-        with training_autocast(self.device):
+        with autocast(self.device):
             output = self.model(images, crop_boxes=crop_boxes)
         logits = self.head(output.embedding, targets["instance"]) if self.head else None
         loss, parts = total_loss(output, logits, targets, self.loss_config,
