@@ -4,8 +4,11 @@ All methods embed the same items from the same loaded pixels (`benchmark.embeddi
 that fails for one method is left out for all. For each method an exact streaming pass gives the
 rank of every positive (full-ranking mAP) and the exact top-100. The top-100 that is scored is
 the index's answer: for an exact factory that is the exact pass itself (the same inner products
-a flat FAISS index computes, with deterministic ties); for an approximate one a FAISS index is
-built with the `indexer` functions, and its recall@100 against the exact top-100 is reported.
+a flat FAISS index computes); for an approximate one a FAISS index is built with the `indexer`
+functions, and its recall@100 against the exact top-100 is reported. Equal scores are ordered by
+the benchmark set's tie keys (seeded, from image ids), never by database position; the FAISS
+index receives the rows in that order, so however FAISS orders equal scores, it does not follow
+the protocol's database-rows-before-distractors layout either.
 """
 
 from __future__ import annotations
@@ -99,8 +102,9 @@ def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: n
     labels = bench.query_labels[evaluation.query_rows]
     valid = evaluation.database_valid
     started = time.perf_counter()
+    tie_keys = bench.tie_keys()
     exact = exact_search(queries, database, labels, bench.database_labels, RANK_DEPTH,
-                         valid=valid, progress=progress, desc=f"search {name}")
+                         valid=valid, progress=progress, desc=f"search {name}", tie_keys=tie_keys)
     evaluation.timings[f"exact search: {name}"] = time.perf_counter() - started
     chosen = EXACT_FACTORY if factory == EXACT else resolve_factory(factory, int(valid.sum()))
     approximate = chosen not in EXACT_FACTORIES
@@ -108,6 +112,7 @@ def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: n
     if approximate:
         started = time.perf_counter()
         positions = np.flatnonzero(valid).astype(np.int64)  # ids = database positions
+        positions = positions[np.argsort(tie_keys[positions], kind="stable")]
         built = build_faiss_index(np.asarray(database[positions], dtype=np.float32), positions,
                                   chosen, "cuda" if _faiss_gpu(device) else "cpu",
                                   progress=progress)
@@ -121,7 +126,7 @@ def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: n
     return MethodRun(
         name=name, factory=chosen, approximate=approximate, tuned=tuned,
         ranked_ids=ranked_ids, ranked_scores=ranked_scores, exact=exact, per_query=per_query,
-        summary=stratify(per_query, bench.query_levels[evaluation.query_rows], knn),
+        summary=stratify(per_query, bench.query_levels[evaluation.query_rows], knn, exact),
     )
 
 

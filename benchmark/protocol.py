@@ -1,10 +1,11 @@
-"""The benchmark set of DESIGN.md §2: queries, database and distractors read from a manifest.
+"""The benchmark set (docs/method.md, "Protocol"): queries, database and distractors from a manifest.
 
 Queries are the manifest's `query` rows at blur levels 1..6, the database its `database` rows
 plus distractors. A positive is a database row of the query's instance; distractors carry the
-label `DISTRACTOR_LABEL`, so they can never be positives. Rows are kept as column arrays and
-turned into `ManifestRow`s on access, so a million distractors cost a few arrays, not a million
-Python objects (which would also be copied into every loader process).
+label `DISTRACTOR_LABEL`, so they can never be positives. The database rows are stored before
+the distractors; ties are broken by `BenchmarkSet.tie_keys`, never by that order. Rows are kept
+as column arrays and turned into `ManifestRow`s on access, so a million distractors cost a few
+arrays, not a million Python objects (which would also be copied into every loader process).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from retrieval.manifest import MANIFEST_NAME, ManifestRow, read_manifest, sim_config_of
+from retrieval.metrics import tie_break_keys
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import BENCHMARK_LEVELS, distractor_table, instance_split
 from retrieval.sim.objects import INSTANCE_STRIDE, global_instance_id, split_instance_id
@@ -137,6 +139,11 @@ class BenchmarkSet:
         found = labels[where] == self.query_labels
         return np.where(found, counts[where], 0).astype(np.int64)
 
+    def tie_keys(self) -> np.ndarray:
+        """Order of equal scores per database row: seeded keys of its image id, so that ties do
+        not favour the database rows stored first and each row keeps its key wherever it sits."""
+        return tie_break_keys(self.database.image_id)
+
     def summary(self) -> dict:
         return {
             "manifest": str(self.manifest),
@@ -249,7 +256,7 @@ def _take(rows: Rows, count: int) -> Rows:
 
 
 def _check_protocol(path: Path, queries: pa.Table, database: pa.Table, synthetic: bool) -> None:
-    """DESIGN.md §2: test instances only, query and database trajectories disjoint."""
+    """docs/method.md, "Protocol": test instances only, query and database trajectories disjoint."""
     if queries.num_rows == 0:
         raise ProtocolError(f"{path}: no query rows at blur levels 1..6")
     if database.num_rows == 0:

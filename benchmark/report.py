@@ -1,7 +1,7 @@
 """The results of `bench map` as files anyone can read: report.json, report.md, a terminal table.
 
 Values are fractions in JSON and percentages (two decimals, as in the paper's tables) in the
-tables; a blur level without queries shows "n/a".
+tables; a blur level without queries shows "n/a". Definitions: docs/method.md, "Metrics".
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 from benchmark.evaluate import Evaluation, Method
 from benchmark.protocol import BenchmarkSet
-from benchmark.scoring import KNN_KEY, KNN_LABEL, METRICS
+from benchmark.scoring import KNN_KEY, KNN_LABEL, METRICS, RANK_DEPTH, TIES
 from indexer.factory import TRAIN_SEED
 from indexer.tuning import QUERY_SEED
 from retrieval.fileio import write_json_atomic, write_text_atomic
+from retrieval.metrics import TIE_SEED
 from retrieval.sim.layout import BENCHMARK_LEVELS
 
 REPORT_FORMAT = 1
@@ -40,7 +41,8 @@ def build_report(config: dict[str, Any], bench: BenchmarkSet, evaluation: Evalua
                         for m in methods],
             "sim": None if sim is None else sim.to_dict(),
             "seeds": {"simulator": None if sim is None else sim.seed,
-                      "faiss_training": TRAIN_SEED, "nprobe_tuning_queries": QUERY_SEED},
+                      "faiss_training": TRAIN_SEED, "nprobe_tuning_queries": QUERY_SEED,
+                      "tie_break": TIE_SEED},
         },
         "data": {
             **bench.summary(),
@@ -131,13 +133,15 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{data['queries_outside_levels']}; items that could not be embedded: "
         f"{data['embedding_errors']}. Database images per blur level: "
         f"{_levels_text(data['database_by_level'])}.", "",
-        "| method | checkpoint | fingerprint | index |", "|---|---|---|---|",
+        f"| method | checkpoint | fingerprint | index | positive tied with a non-positive: at rank "
+        f"{RANK_DEPTH} / in the top {RANK_DEPTH} |", "|---|---|---|---|---:|",
     ]
     for method in config["methods"]:
         result = report["results"][method["name"]]
         kind = "approximate" if result["approximate"] else "exact"
+        ties = " / ".join(str(result["overall"][key]) for key in TIES)
         lines.append(f"| {method['name']} | `{method['checkpoint']}` | `{method['fingerprint']}` "
-                     f"| `{result['factory']}` ({kind}) |")
+                     f"| `{result['factory']}` ({kind}) | {ties} |")
     lines.append("")
     for key in METRICS:
         lines += [f"## {METRICS[key]}", "", *_markdown_table(report, key)]
@@ -157,15 +161,18 @@ def _levels_text(counts: dict[str, int]) -> str:
 
 def _definitions() -> list[str]:
     return [
-        "## Definitions (DESIGN.md §3)", "",
+        '## Definitions (docs/method.md, "Metrics")', "",
         "- mAP@100: AP@100 = (1/min(m, 100)) * sum_{i<=100} P(i) rel_i, m = positives of the "
         "query in the database (Google-Landmarks style, the headline figure).",
         "- mAP@100 (paper protocol): the same sum divided by the positives found in the top 100,"
         " as the paper's code does; it inflates scores, shown only for comparison with the paper.",
         "- mAP (full ranking): the sum over the whole ranking divided by m.",
         "- R@k: share of queries with at least one positive in the top k.",
-        "- Means are over queries with at least one positive; ties are broken by smaller "
-        "database index.", "",
+        "- Means are over queries with at least one positive.",
+        "- Ties: equal scores are ordered by a seeded pseudo-random key of each database image's "
+        f"id (seed {TIE_SEED}), the same for every method, never by database position; the "
+        "method table counts the queries (of the exact ranking) where a positive ties a "
+        f"non-positive at rank {RANK_DEPTH} or within the top {RANK_DEPTH}.", "",
     ]
 
 

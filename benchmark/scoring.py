@@ -1,8 +1,9 @@
 """Per-query metrics of one method and their means overall and per blur level 1..6.
 
-The definitions live in `retrieval.metrics` (DESIGN.md §3); this module only applies them to a
-benchmark run and stratifies by the query's blur level. A query without positive is NaN in
-every metric, so it is counted (`no_positive`) rather than averaged in.
+The definitions live in `retrieval.metrics` (docs/method.md, "Metrics"); this module only
+applies them to a benchmark run and stratifies by the query's blur level. A query without
+positive is NaN in every metric, so it is counted (`no_positive`) rather than averaged in; so
+are the queries whose score depends on how ties are broken (TIES).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ METRICS = {  # report key -> label
 }
 KNN_KEY = "knn_recall100"
 KNN_LABEL = "recall@100 of the index vs exact search"
+# Report keys counting the queries whose exact ranking has a positive tied with a non-positive
+# in a tie group that holds rank RANK_DEPTH / that starts within the top RANK_DEPTH.
+TIES = ("ties_at_cutoff", "ties_in_top_k")
 
 
 def per_query_metrics(ranked_ids: np.ndarray, query_labels: np.ndarray,
@@ -51,12 +55,14 @@ def per_query_metrics(ranked_ids: np.ndarray, query_labels: np.ndarray,
 
 
 def stratify(per_query: dict[str, np.ndarray], levels: np.ndarray,
-             knn: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+             knn: tuple[np.ndarray, np.ndarray] | None = None,
+             exact: ExactResult | None = None) -> dict:
     """{"overall": entry, "levels": {level: entry}} with entry = {"queries", "no_positive",
-    one mean per metric (None where no query has a positive), KNN_KEY}.
+    one mean per metric (None where no query has a positive), KNN_KEY, one count per TIES key}.
 
     `knn` = (index top-k ids, exact top-k ids) of an approximate index; None for exact search,
-    whose KNN_KEY is then None.
+    whose KNN_KEY is then None. `exact`: the exact ranking the tie counts come from (None: the
+    counts are None).
     """
     levels = np.asarray(levels)
     by_metric = {key: mean_by_group(values, levels, BENCHMARK_LEVELS)
@@ -69,6 +75,7 @@ def stratify(per_query: dict[str, np.ndarray], levels: np.ndarray,
                   "no_positive": first["no_positive_count"]}
         result.update({key: summary["mean"] for key, summary in summaries.items()})
         result[KNN_KEY] = _knn(knn, rows)
+        result.update(_tie_counts(exact, rows))
         return result
 
     return {
@@ -78,6 +85,13 @@ def stratify(per_query: dict[str, np.ndarray], levels: np.ndarray,
                                 levels == level)
                    for level in BENCHMARK_LEVELS},
     }
+
+
+def _tie_counts(exact: ExactResult | None, rows: np.ndarray) -> dict[str, int | None]:
+    if exact is None:
+        return dict.fromkeys(TIES)
+    flags = (exact.tied_at_cutoff, exact.tied_in_top_k)
+    return {key: int(np.count_nonzero(flag[rows])) for key, flag in zip(TIES, flags)}
 
 
 def _knn(knn: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> float | None:

@@ -15,6 +15,7 @@ from retrieval.metrics import (
     recall_at_k,
     relevance_matrix,
     summarise,
+    tie_break_keys,
 )
 
 
@@ -120,28 +121,95 @@ def test_relevance_matrix_marks_padding_irrelevant():
     assert rel.tolist() == [[True, True, False], [True, False, False]]
 
 
-def test_rank_ties_broken_by_smaller_index():
+def test_rank_ties_follow_the_given_keys():
     scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]])
-    assert rank_by_scores(scores, 2).tolist() == [[1, 0], [0, 1]]
-    assert rank_by_scores(scores, 5).tolist() == [[1, 0, 2, 3, 4], [0, 1, 2, 3, 4]]
-    # Lower is better (distances): 0.1 first, then the 0.5 tie by index.
-    assert rank_by_scores(scores[:1], 3, higher_is_better=False).tolist() == [[4, 0, 2]]
+    by_index = np.arange(5)
+    assert rank_by_scores(scores, 2, tie_keys=by_index).tolist() == [[1, 0], [0, 1]]
+    assert rank_by_scores(scores, 5, tie_keys=by_index).tolist() == [[1, 0, 2, 3, 4],
+                                                                      [0, 1, 2, 3, 4]]
+    # Keys 4..0 reverse every tie; per-row keys order each row on its own.
+    assert rank_by_scores(scores, 5, tie_keys=by_index[::-1]).tolist() == [[1, 3, 2, 0, 4],
+                                                                            [4, 3, 2, 1, 0]]
+    per_row = np.array([[0, 0, 0, 0, 0], [3, 1, 4, 0, 2]])
+    assert rank_by_scores(scores, 3, tie_keys=per_row).tolist() == [[1, 0, 2], [3, 1, 4]]
+    # Lower is better (distances): 0.1 first, then the 0.5 tie by key.
+    assert rank_by_scores(scores[:1], 3, higher_is_better=False,
+                          tie_keys=by_index).tolist() == [[4, 0, 2]]
+
+
+def test_default_ties_do_not_follow_the_column_order():
+    # Every score tied: the default order is tie_break_keys of the columns, not 0, 1, 2, ...
+    ranked = rank_by_scores(np.zeros((1, 50)), 50)[0]
+    assert sorted(ranked.tolist()) == list(range(50))
+    np.testing.assert_array_equal(ranked, np.argsort(tie_break_keys(np.arange(50))))
+    assert ranked[:10].tolist() != list(range(10))
+
+
+def test_tie_break_keys_are_a_seeded_permutation_that_follows_the_ids():
+    ids = np.array([10, 3, 77, 5, 1_000_000, 42])
+    keys = tie_break_keys(ids)
+    assert sorted(keys.tolist()) == list(range(6))
+    np.testing.assert_array_equal(keys, tie_break_keys(ids))
+    # Reordered ids carry their order with them: the relative order of any two ids is kept.
+    order = np.array([4, 0, 5, 1, 3, 2])
+    moved = tie_break_keys(ids[order])
+    np.testing.assert_array_equal(np.argsort(moved), np.argsort(keys[order]))
+    many = np.arange(1_000)
+    assert not np.array_equal(tie_break_keys(many, seed=1), tie_break_keys(many, seed=2))
 
 
 def test_rank_tie_at_partition_boundary():
     # Index 0 is best; the 2nd place is a 40-way tie at 0.5 straddling the k=3 boundary, laid
     # out so the tied items appear after worse ones: the winners must be indices 2 and 4.
     scores = np.array([0.9] + [0.1, 0.5, 0.1, 0.5] + [0.5] * 38 + [0.1])
-    assert rank_by_scores(scores[None, :], 3).tolist() == [[0, 2, 4]]
-    assert rank_by_scores(-scores[None, :], 3, higher_is_better=False).tolist() == [[0, 2, 4]]
+    by_index = np.arange(len(scores))
+    assert rank_by_scores(scores[None, :], 3, tie_keys=by_index).tolist() == [[0, 2, 4]]
+    assert rank_by_scores(-scores[None, :], 3, higher_is_better=False,
+                          tie_keys=by_index).tolist() == [[0, 2, 4]]
 
 
-def test_rank_matches_full_lexsort_on_heavily_tied_scores():
+@pytest.mark.parametrize("keys", [None, "per_row"])
+def test_rank_matches_full_lexsort_on_heavily_tied_scores(keys):
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 4, size=(20, 300)).astype(np.float64)
+    tie_keys = None if keys is None else rng.permuted(np.tile(np.arange(300), (20, 1)), axis=1)
+    expected_keys = (np.broadcast_to(tie_break_keys(np.arange(300)), scores.shape)
+                     if tie_keys is None else tie_keys)
     for k in (1, 7, 150, 299):
-        expected = np.array([np.lexsort((np.arange(300), -row))[:k] for row in scores])
-        assert np.array_equal(rank_by_scores(scores, k), expected)
+        expected = np.array([np.lexsort((key, -row))[:k]
+                             for key, row in zip(expected_keys, scores)])
+        assert np.array_equal(rank_by_scores(scores, k, tie_keys=tie_keys), expected)
+
+
+def paper_ap_by_loop(ranked_labels: list[int], query_label: int, k: int) -> float:
+    """The published evaluation, written out: precision at each hit in the top k, summed and
+    divided by the number of hits (0 when there is none)."""
+    hits, total = 0, 0.0
+    for rank, label in enumerate(ranked_labels[:k], start=1):
+        if label == query_label:
+            hits += 1
+            total += hits / rank
+    return total / hits if hits else 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [1, 5, 20, 60])  # 60 > N = 40: the ranking is padded
+def test_paper_ap_matches_the_published_formula_on_random_tied_rankings(seed, k):
+    rng = np.random.default_rng(seed)
+    num_database, num_queries = 40, 30
+    db_labels = rng.integers(0, 6, num_database)  # m around 7: above k = 1 and 5
+    query_labels = rng.integers(0, 8, num_queries)  # labels 6, 7: m = 0
+    scores = rng.integers(0, 3, (num_queries, num_database)).astype(np.float64)  # many ties
+    ranked = rank_by_scores(scores, k)
+    rel = relevance_matrix(ranked, query_labels, db_labels)
+    m = (query_labels[:, None] == db_labels[None, :]).sum(axis=1)
+    assert (m == 0).any() and (k >= 20 or (m > k).any())  # the edge cases are present
+    expected = [paper_ap_by_loop([int(db_labels[i]) for i in row if i >= 0], int(label), k)
+                for row, label in zip(ranked, query_labels)]
+    np.testing.assert_allclose(ap_at_k_paper(rel, k), expected)  # the published code: m = 0 -> 0
+    ours = ap_at_k_paper(rel, k, num_positives=m)
+    np.testing.assert_allclose(ours[m > 0], np.asarray(expected)[m > 0])
+    assert np.isnan(ours[m == 0]).all()
 
 
 def test_mean_by_group_reports_empty_level_as_none():
@@ -171,6 +239,8 @@ def test_mean_by_group_reports_empty_level_as_none():
         lambda: knn_recall(np.zeros((2, 3), int), np.zeros((2, 4), int)),
         lambda: rank_by_scores(np.array([[0.1, math.nan]]), 1),
         lambda: rank_by_scores(np.array([0.1, 0.2]), 1),
+        lambda: rank_by_scores(np.zeros((2, 3)), 1, tie_keys=np.arange(2)),
+        lambda: tie_break_keys(np.array([0.5, 1.5])),
         lambda: mean_by_group(np.zeros(3), np.zeros(2, int)),
     ],
 )

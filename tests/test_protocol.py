@@ -232,3 +232,28 @@ def test_embedding_resumes_after_a_crash_and_reuses_finished_work(mini, tmp_path
     other_items = InstanceEmbedder(0.3)
     embed_items(items, {"m": other_items}, tmp_path, "another key", progress=False)
     assert other_items.embedded == len(items)
+
+
+class ConstantEmbedder(InstanceEmbedder):
+    """Every image gets the same vector, so every score ties."""
+
+    def embed(self, items, progress=False):
+        result = super().embed(items, progress)
+        return FakeResult(np.full_like(result.vectors, 1 / np.sqrt(self.dim)), result.ok,
+                          result.errors)
+
+
+def test_ties_follow_the_image_id_keys_not_the_database_order(mini, tmp_path):
+    bench = load_benchmark_set(mini, distractors=40)
+    keys = bench.tie_keys()
+    result = evaluate(bench, [Method("flat", ConstantEmbedder(0.0, "flat"))], tmp_path,
+                      factory="exact", progress=False)
+    run = result.runs[0]
+    rows = len(bench.database)  # 44 < 100: every row is ranked, in tie-key order
+    np.testing.assert_array_equal(run.ranked_ids[:, :rows],
+                                  np.broadcast_to(np.argsort(keys), (len(result.query_rows), rows)))
+    assert not np.array_equal(np.argsort(keys)[:4], np.arange(4))  # positives do not lead
+    overall = run.summary["overall"]
+    # Every query's positives tie distractors inside the top 100; rank 100 lies beyond the 44
+    # rows, so no tie decides what enters the top 100.
+    assert (overall["ties_in_top_k"], overall["ties_at_cutoff"]) == (overall["queries"], 0)

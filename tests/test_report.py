@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ from PIL import Image
 from benchmark.map_cli import map_command
 from benchmark.ranking import ExactResult
 from benchmark.report import metric_table, terminal_table
-from benchmark.scoring import KNN_KEY, METRICS, RANK_DEPTH, per_query_metrics, stratify
+from benchmark.scoring import KNN_KEY, METRICS, RANK_DEPTH, TIES, per_query_metrics, stratify
 from retrieval.manifest import MANIFEST_NAME, write_manifest
+from retrieval.metrics import TIE_SEED
 from retrieval.model import BlurAwareNet, save_checkpoint
 from retrieval.sim.layout import PRESETS, Preset
 
@@ -38,27 +41,33 @@ def test_stratification_on_a_hand_computed_example():
                         [0, 1, 2, 4, 5]])  # the approximate index missed query 3's positive
     exact = ExactResult(top_ids=exact_top, top_scores=np.zeros(exact_top.shape, np.float32),
                         positive_ranks=np.array([[1, 3], [3, 0], [0, 0], [6, 0]]),
-                        num_positives=np.array([2, 1, 0, 1]))
+                        num_positives=np.array([2, 1, 0, 1]),
+                        tied_at_cutoff=np.array([True, False, False, False]),
+                        tied_in_top_k=np.array([True, False, False, True]))
     per_query = per_query_metrics(index_top, query_labels, database_labels, exact)
     np.testing.assert_allclose(per_query["map100"], [5 / 6, 1 / 3, np.nan, 0.0])
     np.testing.assert_allclose(per_query["map_full"], [5 / 6, 1 / 3, np.nan, 1 / 6])
     np.testing.assert_allclose(per_query["recall1"], [1, 0, np.nan, 0])
 
-    summary = stratify(per_query, levels, knn=(index_top, exact_top))
+    summary = stratify(per_query, levels, knn=(index_top, exact_top), exact=exact)
     overall, by_level = summary["overall"], summary["levels"]
     assert (overall["queries"], overall["no_positive"]) == (4, 1)
     assert overall["map100"] == pytest.approx((5 / 6 + 1 / 3 + 0) / 3)
     assert overall["map_full"] == pytest.approx((5 / 6 + 1 / 3 + 1 / 6) / 3)
     assert overall["recall10"] == pytest.approx(2 / 3)
     assert overall[KNN_KEY] == pytest.approx((1 + 1 + 1 + 5 / 6) / 4)
+    assert (overall["ties_at_cutoff"], overall["ties_in_top_k"]) == (1, 2)
+    assert (by_level[1]["ties_at_cutoff"], by_level[6]["ties_in_top_k"]) == (1, 1)
     assert by_level[1]["queries"] == 2 and by_level[1]["map100"] == pytest.approx(7 / 12)
     assert by_level[1]["recall1"] == pytest.approx(0.5) and by_level[1][KNN_KEY] == 1.0
-    assert by_level[2] == {"queries": 1, "no_positive": 1, **dict.fromkeys(METRICS), KNN_KEY: 1.0}
+    assert by_level[2] == {"queries": 1, "no_positive": 1, **dict.fromkeys(METRICS), KNN_KEY: 1.0,
+                           **dict.fromkeys(TIES, 0)}
     assert by_level[6]["map100"] == 0.0 and by_level[6]["map_full"] == pytest.approx(1 / 6)
     assert by_level[6][KNN_KEY] == pytest.approx(5 / 6)
     for empty in (3, 4, 5):
         assert by_level[empty] == {"queries": 0, "no_positive": 0, **dict.fromkeys(METRICS),
-                                   KNN_KEY: None}
+                                   KNN_KEY: None, **dict.fromkeys(TIES, 0)}
+    assert stratify(per_query, levels)["overall"]["ties_at_cutoff"] is None  # no exact ranking
 
 
 def test_tables_print_percentages_and_n_a_for_empty_levels():
@@ -150,6 +159,7 @@ def test_bench_map_writes_a_complete_report(dataset, checkpoints, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert set(report) == {"format", "config", "data", "timings_s", "results", "files"}
     assert [m["name"] for m in report["config"]["methods"]] == checkpoints
+    assert report["config"]["seeds"]["tie_break"] == TIE_SEED
     assert all(len(m["fingerprint"]) == 16 for m in report["config"]["methods"])
     data = report["data"]
     assert (data["queries"], data["database"], data["distractors"]) == (12, 6, 3)
@@ -162,6 +172,7 @@ def test_bench_map_writes_a_complete_report(dataset, checkpoints, tmp_path):
         assert result_of["overall"]["queries"] == 12 and result_of["overall"]["no_positive"] == 3
         assert [result_of["levels"][str(lv)]["queries"] for lv in range(1, 7)] == [4, 0, 4, 0, 0, 4]
         assert result_of["levels"]["2"]["map100"] is None
+        assert all(isinstance(result_of["overall"][key], int) for key in TIES)
 
     markdown = (out / "report.md").read_text()
     for label in METRICS.values():
@@ -169,6 +180,7 @@ def test_bench_map_writes_a_complete_report(dataset, checkpoints, tmp_path):
     for name in checkpoints:
         assert markdown.count(f"| {name} | ") == len(METRICS) + 1  # + the method list
     assert "| n/a |" in markdown
+    assert '## Definitions (docs/method.md, "Metrics")' in markdown and "DESIGN.md" not in markdown
     with Image.open(out / report["files"]["plot"]) as plot:
         assert plot.format == "PNG" and plot.width > 100
     assert set(report["files"]["grids"]) == {"1", "3", "6"}
@@ -226,3 +238,17 @@ def test_without_data_the_preset_test_split_is_synthesized_once(checkpoints, tmp
     assert manifest.stat().st_mtime_ns == stamp  # reused, not synthesized again
     other_seed = run_map(*args, "--seed", "1")
     assert other_seed.exit_code != 0 and "other settings" in other_seed.output
+
+
+def test_code_cites_sections_that_exist_in_docs_method_md():
+    # The specification the code cites is docs/method.md (DESIGN.md was never in the repository).
+    root = Path(__file__).resolve().parents[1]
+    headings = set(re.findall(r"^## (.+)$", (root / "docs" / "method.md").read_text(), re.M))
+    sources = [path for package in ("retrieval", "indexer", "benchmark")
+               for path in (root / package).rglob("*.py")]
+    cited = {(path.name, section) for path in sources
+             for section in re.findall(r'docs/method\.md, "([^"]+)"', path.read_text())}
+    assert {section for _, section in cited} >= {"Metrics", "Protocol", "Image formation",
+                                                 "Blur severity and blur level"}
+    assert {(name, section) for name, section in cited if section not in headings} == set()
+    assert [path.name for path in sources if "DESIGN.md" in path.read_text()] == []
