@@ -1,4 +1,9 @@
-"""The index speed benchmark at toy scale: its figures are checked for shape, never for speed."""
+"""The index speed benchmark at toy scale: figures with known answers (recall of exact search, sizes
+of the stored vectors, an under-probed IVF index and its tuning), never speed.
+
+FAISS and exact search may order ids of equal scores differently, so neighbour lists are compared
+tie-tolerantly: a returned id counts when it scores at least the exact k-th score.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +26,29 @@ from benchmark.index_speed import (
     synthetic_dataset,
     versus_brute_force,
 )
+from indexer.build import build_faiss_index
 from indexer.factory import EXACT_FACTORY, auto_factory
-from indexer.tuning import exact_neighbours
+from indexer.tuning import TARGET_RECALL, exact_neighbours, set_nprobe, tune_nprobe
 
 N, DIM, QUERIES, THRESHOLD = 20_000, 32, 100, 1_000
+ROW_BYTES = 4 * DIM + 8  # a float32 vector and its int64 id
+SCORE_TOLERANCE = 1e-5  # FAISS and numpy sum float32 products in different orders
+
+
+def tie_tolerant_recall(found: np.ndarray, database: np.ndarray, queries: np.ndarray) -> float:
+    """Share of found ids (distinct per query) scoring at least the exact k-th best score."""
+    k = found.shape[1]
+    assert all(len(set(row[row >= 0].tolist())) == (row >= 0).sum() for row in found)
+    scores = queries @ database.T
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    found_scores = np.take_along_axis(scores, np.where(found >= 0, found, 0), axis=1)
+    return float(((found >= 0) & (found_scores >= kth - SCORE_TOLERANCE)).sum() / found.size)
+
+
+@pytest.fixture(scope="module")
+def clustered() -> tuple[np.ndarray, np.ndarray]:
+    """3,000 database vectors around 30 overlapping clusters, 100 held-out queries."""
+    return synthetic_dataset(3_000, 100, 16, seed=0, clusters=30)
 
 
 @pytest.fixture(scope="module")
@@ -50,31 +74,46 @@ def test_each_index_is_built_the_way_index_build_would(report: dict) -> None:
     assert auto["nprobe"] in {2 ** p for p in range(10)} and auto["tuned_recall"] >= 0.95
 
 
-def test_figures_are_positive_and_consistent(report: dict) -> None:
-    for figures in report["indexes"].values():
-        for key in ("add_seconds", "build_seconds", "batch_qps", "single_qps", "p50_ms"):
-            assert figures[key] > 0, key
-        assert figures["p99_ms"] >= figures["p50_ms"]
-        stages = figures["train_seconds"] + figures["add_seconds"] + figures["tune_seconds"]
-        assert figures["build_seconds"] == pytest.approx(stages)
-        assert figures["index_bytes"] >= N * DIM * 4  # both store every vector uncompressed
-        assert isinstance(figures["rss_delta_bytes"], int)
+def test_index_sizes_are_those_of_the_stored_vectors(report: dict) -> None:
+    # Both store every vector uncompressed with its id; the IVF index adds 512 centroids and a
+    # few bytes per list; either adds a header of well under 1 KB.
+    exact, auto = report["indexes"]["exact"]["index_bytes"], report["indexes"]["auto"]["index_bytes"]
+    assert N * ROW_BYTES <= exact <= N * ROW_BYTES + 1024
+    centroids = 512 * DIM * 4
+    assert N * ROW_BYTES + centroids <= auto <= N * ROW_BYTES + centroids + 512 * 16 + 1024
 
 
-def test_recall_is_measured_against_exact_search(report: dict) -> None:
-    assert report["indexes"]["exact"]["recall"] == 1.0
-    assert 0.0 <= report["indexes"]["auto"]["recall"] <= 1.0
-    brute = report["brute_force"]
+def test_recall_of_exact_search_is_one(report: dict) -> None:
+    exact, brute = report["indexes"]["exact"], report["brute_force"]
+    assert exact["recall"] == 1.0 and exact["versus_brute_force"]["meets_recall"] is True
     assert brute["queries"] == 10 and brute["recall"] == 1.0
-    assert brute["single_qps"] > 0 and brute["p99_ms"] >= brute["p50_ms"] > 0
 
 
-def test_every_index_is_compared_with_brute_force(report: dict) -> None:
-    for figures in report["indexes"].values():
-        versus = figures["versus_brute_force"]
-        assert versus["qps_ratio"] > 0 and versus["latency_ratio"] > 0
-        assert versus["meets_recall"] == (figures["recall"] >= 0.95)
-        assert isinstance(versus["meets_20x"], bool)
+def test_an_exact_index_finds_exactly_the_exact_neighbours_despite_ties(clustered) -> None:
+    database, queries = clustered
+    database = np.concatenate([database, database[:500]])  # duplicates: tied scores
+    queries = np.concatenate([queries, database[:20]])  # queries with tied copies at rank 1-2
+    built = build_faiss_index(database, np.arange(len(database)), EXACT_FACTORY, progress=False)
+    scores, found = built.index.search(queries, 10)
+    assert tie_tolerant_recall(found, database, queries) == 1.0
+    np.testing.assert_allclose(scores, -np.sort(-(queries @ database.T), axis=1)[:, :10],
+                               atol=SCORE_TOLERANCE)
+
+
+def test_an_under_probed_ivf_index_misses_and_the_tuner_raises_nprobe(clustered) -> None:
+    database, queries = clustered
+    built = build_faiss_index(database, np.arange(len(database)), "IVF64,Flat", progress=False)
+    truth = exact_neighbours(database, np.arange(len(database)), queries, 100)
+
+    def recall_at(nprobe: int) -> float:
+        set_nprobe(built.index, nprobe)
+        return tie_tolerant_recall(built.index.search(queries, 100)[1], database, queries)
+
+    assert recall_at(1) < 0.5  # one list of 64, clusters spill over several lists
+    assert recall_at(64) == 1.0  # probing every list is exact search
+    nprobe, recall = tune_nprobe(built.index, truth, queries)
+    assert nprobe > 1 and recall >= TARGET_RECALL
+    assert recall_at(nprobe) >= TARGET_RECALL > recall_at(nprobe // 2)  # the smallest that does
 
 
 def test_summary_lists_every_index_and_the_brute_force(report: dict) -> None:
@@ -85,9 +124,9 @@ def test_summary_lists_every_index_and_the_brute_force(report: dict) -> None:
 
 def test_brute_force_returns_the_exact_neighbours() -> None:
     database, queries = synthetic_dataset(3_000, 5, 16, seed=3, clusters=30)
-    truth = exact_neighbours(database, np.arange(3_000), queries, 20)
     found = np.stack([brute_force_top_k(database, query, 20) for query in queries])
-    np.testing.assert_array_equal(found, truth)
+    assert tie_tolerant_recall(found, database, queries) == 1.0
+    assert (np.diff(np.take_along_axis(queries @ database.T, found, axis=1), axis=1) <= 0).all()
 
 
 def test_brute_force_on_a_hand_computed_case() -> None:
@@ -143,6 +182,7 @@ def test_twenty_fold_is_required_of_throughput_and_latency() -> None:
     assert versus_brute_force(fast, brute) == {
         "qps_ratio": 40.0, "latency_ratio": 50.0, "meets_20x": True, "meets_recall": True}
     assert versus_brute_force(slow_single, brute)["meets_20x"] is False
+    assert versus_brute_force({**fast, "recall": 0.94}, brute)["meets_recall"] is False
 
 
 def test_threads_are_restored_after_the_block() -> None:
