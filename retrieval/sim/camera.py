@@ -1,4 +1,4 @@
-"""Camera response curves and sensor noise (DESIGN.md §2, image formation).
+"""Camera response curves and sensor noise (docs/method.md, "Image formation").
 
 Sub-frames are averaged in linear light, the response curve g maps the average to
 display values, and noise is added after: y = g(mean_i x[i]) + n. The curves are

@@ -1,4 +1,4 @@
-"""Blur severity and blur level of a rendered object matte (DESIGN.md §2).
+"""Blur severity and level of a rendered object matte (docs/method.md, "Blur severity and blur level").
 
 a' = a * erode3x3(a > 0) drops the matte's outer ring (anti-aliasing and the faint
 tail of the streak); v is the mean of a' over its support, BS = 1 - v. A sharp

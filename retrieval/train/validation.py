@@ -2,7 +2,7 @@
 
 Per val instance, the first third of its trajectories give queries (the first exposure reaching
 each blur level 1..6) and every other trajectory gives one database image (level-balanced), as
-`synth` does for the test split. The score is mAP@100, standard definition (DESIGN.md §3),
+`synth` does for the test split. The score is mAP@100, standard definition (docs/method.md, "Metrics"),
 overall and per query blur level, from an exact dot-product search.
 """
 
