@@ -1,6 +1,6 @@
 """Run every method on identical data: embed once, index, search every query, score.
 
-All methods embed the same items from the same loaded pixels (`benchmark.embedding`); an item
+All methods embed the same items from the same loaded pixels (`benchmark.vector_cache`); an item
 that fails for one method is left out for all. For each method an exact streaming pass gives the
 rank of every positive (full-ranking mAP) and the exact top-100. The top-100 that is scored is
 the index's answer: for an exact factory that is the exact pass itself (the same inner products
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.embedding import all_errors, embed_items, failed_positions
 from benchmark.protocol import BenchmarkSet
 from benchmark.ranking import ExactResult, exact_search
 from benchmark.scoring import RANK_DEPTH, per_query_metrics, stratify
+from benchmark.vector_cache import all_errors, embed_items, failed_positions
 from indexer import gpu
 from indexer.build import build_faiss_index
-from indexer.embedding import EmbedderLike
+from indexer.embedder_protocol import EmbedderLike
 from indexer.factory import AUTO, EXACT_FACTORY, resolve_factory
 
 EXACT = "exact"  # alias accepted for `factory`

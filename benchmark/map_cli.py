@@ -75,11 +75,11 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
 
     `config` carries distractors_requested, factory, device and workers (recorded verbatim).
     """
-    from benchmark.embedding import VectorCacheError
     from benchmark.evaluate import EvaluationError, evaluate
     from benchmark.plots import PLOT_NAME, draw_level_grids, plot_map_by_level
     from benchmark.protocol import ProtocolError, load_benchmark_set
     from benchmark.report import build_report, terminal_table, write_report
+    from benchmark.vector_cache import VectorCacheError
     from indexer.errors import InvalidFactoryError
 
     try:

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tqdm.auto import tqdm
 
-from benchmark.embedding import safe_name
 from benchmark.evaluate import Evaluation, MethodRun
 from benchmark.protocol import BenchmarkSet
+from benchmark.vector_cache import safe_name
 from indexer import grid
 from retrieval.fileio import atomic_path
 from retrieval.manifest import ManifestRow

@@ -2,3 +2,8 @@
 
 Start at `indexer.api` (`build_index`, `open_index`); `indexer.cli` holds the commands.
 """
+
+import logging
+
+# Messages are the importing program's to show: without its set-up they go nowhere.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

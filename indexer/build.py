@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from indexer import gpu, metadata, store
 from indexer.dedup import with_content_hashes
-from indexer.embedding import EmbedderLike
+from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import IndexExistsError, SourceError
 from indexer.factory import (
     AUTO,
@@ -31,6 +31,8 @@ from indexer.shards import DEFAULT_SHARD_SIZE, discard_builds, embed_in_shards
 from indexer.sources import Source
 from indexer.tuning import RECALL_K, sample_queries, tune_index
 from indexer.vectors import add_in_chunks, validated_vectors
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,6 +71,8 @@ def build_faiss_index(vectors: np.ndarray, ids: np.ndarray, factory: str, device
     if device == "cuda":
         tuned.update(_float16_choice(faiss_index, vectors, training, tuned.get("nprobe")))
     seconds["tune"] = time.perf_counter() - start
+    LOG.debug("FAISS %s over %d vectors: tuned %s, seconds %s", factory_used, len(vectors), tuned,
+              {stage: round(value, 3) for stage, value in seconds.items()})
     return BuiltFaissIndex(faiss_index, factory_used, tuned, seconds)
 
 
@@ -138,7 +142,6 @@ def _float16_choice(index: faiss.Index, vectors: np.ndarray, training: np.ndarra
     try:
         recall = gpu.float16_recall(index, queries, k, nprobe)
     except RuntimeError as error:
-        warnings.warn(f"float16 GPU copy unavailable ({error}); GPU search uses float32",
-                      stacklevel=3)
+        LOG.warning("float16 GPU copy unavailable (%s); GPU search uses float32", error)
         return {"gpu_float16": False}
     return {"gpu_float16": recall >= gpu.FLOAT16_MIN_RECALL, "gpu_float16_recall": recall}

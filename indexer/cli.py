@@ -19,7 +19,7 @@ import click
 
 from indexer.build import build_index
 from indexer.cli_support import JsonErrorsCommand, model_load_errors, recorded_model
-from indexer.embedding import EmbedderLike
+from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import IndexStoreError, OutputPathError
 from indexer.gpu import DEVICES, resolve_device
 from indexer.grid import GridRow, draw_grid

@@ -7,7 +7,7 @@ FAISS GPU kernels cap k and nprobe at 2048, so larger requests run on the CPU wi
 from __future__ import annotations
 
 import contextlib
-import warnings
+import logging
 from collections.abc import Iterator
 
 import faiss
@@ -20,6 +20,8 @@ from retrieval.devices import (
     DeviceUnavailableError,
     choose_device,
 )
+
+LOG = logging.getLogger(__name__)
 
 GPU_MAX_K = 2048
 GPU_MAX_NPROBE = 2048
@@ -81,7 +83,7 @@ def gpu_clustering(index: faiss.Index) -> Iterator[None]:
     try:
         assigner = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
     except RuntimeError as error:
-        warnings.warn(f"cannot train on GPU ({error}); training on CPU", stacklevel=3)
+        LOG.warning("cannot train on GPU (%s); training on CPU", error)
         yield
         return
     ivf.clustering_index = assigner

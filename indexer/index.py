@@ -7,7 +7,7 @@ stay consistent in memory; `save()` commits them to disk as one generation (see 
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from indexer import gpu, metadata, store
 from indexer.dedup import already_indexed, with_content_hashes
-from indexer.embedding import EmbedderLike, EmbedResultLike
+from indexer.embedder_protocol import EmbedderLike, EmbedResultLike
 from indexer.errors import (
     FingerprintMismatchError,
     IndexFormatError,
@@ -34,6 +34,8 @@ from indexer.shards import DEFAULT_SHARD_SIZE, discard_builds, embed_in_shards
 from indexer.sources import Source, check_metadata, file_path
 from indexer.tuning import set_nprobe
 from indexer.vectors import add_in_chunks, validated_vectors
+
+LOG = logging.getLogger(__name__)
 
 BUILD_DIR_NAME = ".build"
 
@@ -295,15 +297,15 @@ class RetrievalIndex:
         nprobe = self._manifest.tuned.get("nprobe")
         problem = gpu.gpu_limit_problem(k, nprobe)
         if problem is not None:
-            warnings.warn(f"{problem}; searching {self.directory} on CPU", stacklevel=3)
+            LOG.warning("%s; searching %s on CPU", problem, self.directory)
             return self._cpu
         if self._gpu is None:
             float16 = bool(self._manifest.tuned.get("gpu_float16", False))
             try:
                 self._gpu = gpu.clone_to_gpus(self._cpu, float16=float16, nprobe=nprobe)
             except RuntimeError as error:
-                warnings.warn(f"{self.directory}: no GPU copy of a {self._manifest.factory!r} "
-                              f"index ({faiss_reason(error)}); searching on CPU", stacklevel=3)
+                LOG.warning("%s: no GPU copy of a %r index (%s); searching on CPU", self.directory,
+                            self._manifest.factory, faiss_reason(error))
                 self.device = "cpu"
                 return self._cpu
         return self._gpu

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
-import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from indexer.embedding import EmbedderLike
+from indexer.embedder_protocol import EmbedderLike
 from retrieval.fileio import atomic_path
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 8192
 
@@ -89,6 +91,9 @@ def embed_in_shards(
         is not None
     }
     already = sum(stop - start for number, (start, stop) in enumerate(bounds) if number in shards)
+    if already:
+        LOG.info("%s: %d of %d items already embedded by an interrupted run; embedding the rest",
+                 build_dir, already, len(items))
     with tqdm(total=len(items), initial=already, unit="img", desc="embedding",
               disable=not progress, dynamic_ncols=True) as bar:
         for number, (start, stop) in enumerate(bounds):
@@ -149,10 +154,10 @@ def _read_shard(path: Path, start: int, stop: int, dim: int) -> EmbeddedItems | 
                 ],
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        warnings.warn(f"{path}: unreadable shard ({error}); embedding it again", stacklevel=3)
+        LOG.warning("%s: unreadable shard (%s); embedding it again", path, error)
         return None
     if shard.vectors.shape != (len(shard.ordinals), dim) or not _covers_exactly(shard, start, stop):
-        warnings.warn(f"{path}: shard does not match its items; embedding it again", stacklevel=3)
+        LOG.warning("%s: shard does not match its items; embedding it again", path)
         return None
     return shard
 

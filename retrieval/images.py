@@ -7,6 +7,7 @@ is raised as `ImageLoadError` naming the file and the problem; callers report it
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import warnings
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+LOG = logging.getLogger(__name__)
 
 # The one list of formats folder walks pick up (index builds, queries of a folder): every format
 # whose signature `_SIGNATURES` knows, so what a query answers a build also indexes.
@@ -64,22 +67,22 @@ def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
     Order: the files of a folder by name (code-point order), then its sub-folders by name,
     depth first. Extensions match case-insensitively; hidden files and folders (leading '.')
     are skipped, symlinked folders are not followed (no cycles). A sub-folder that cannot be
-    listed is reported with a warning and skipped, so one bad folder does not end the walk.
+    listed is logged as a warning and skipped, so one bad folder does not end the walk.
     """
     root = Path(folder)
     if not root.exists():
         raise FileNotFoundError(f"{root}: folder not found")
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
-    for current, dirnames, filenames in os.walk(root, onerror=_warn_unlistable):
+    for current, dirnames, filenames in os.walk(root, onerror=_log_unlistable):
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 yield Path(current) / name
 
 
-def _warn_unlistable(error: OSError) -> None:
-    warnings.warn(f"{error.filename}: cannot list folder ({error.strerror}); skipped", stacklevel=2)
+def _log_unlistable(error: OSError) -> None:
+    LOG.warning("%s: cannot list folder (%s); skipped", error.filename, error.strerror)
 
 
 def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

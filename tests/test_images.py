@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import struct
-import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_index_fakes import refuse_listing
 
 from retrieval.images import (
     ALPHA_BACKGROUND,
@@ -450,20 +451,13 @@ def test_iter_image_files_bad_folder(tmp_path):
         list(iter_image_files(a_file))
 
 
-def test_iter_image_files_warns_and_goes_on_past_unlistable_folder(tmp_path, monkeypatch):
+def test_iter_image_files_logs_and_goes_on_past_unlistable_folder(tmp_path, monkeypatch, caplog):
     touch(tmp_path / "a" / "1.png")
     touch(tmp_path / "b" / "2.png")
     locked = tmp_path / "a"
-    real_scandir = os.scandir
-
-    def refusing_scandir(path):
-        if Path(path) == locked:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refusing_scandir)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
+    refuse_listing(monkeypatch, locked)
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
     assert found == ["b/2.png"]
-    assert any(str(locked) in str(w.message) and "cannot list" in str(w.message) for w in caught)
+    (record,) = caplog.records
+    assert record.name == "retrieval.images" and record.levelno == logging.WARNING
+    assert str(locked) in record.getMessage() and "cannot list folder" in record.getMessage()

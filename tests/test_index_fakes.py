@@ -1,4 +1,4 @@
-"""Test doubles shared by the index tests (this module holds no tests of its own).
+"""Test doubles shared by the index, image and logging tests (this module holds no tests of its own).
 
 `FakeEmbedder` follows the `retrieval.embed` contract without a network: each item maps to a
 unit vector seeded by its content, so the same image always gets the same vector and a copy of
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from PIL import Image
 
 from indexer.sources import Source
@@ -108,3 +110,15 @@ def virtual_source(count: int, start: int = 0) -> Source:
 def random_unit_vectors(count: int, dim: int, seed: int = 0) -> np.ndarray:
     vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def refuse_listing(monkeypatch: pytest.MonkeyPatch, locked: Path) -> None:
+    """Make `os.scandir` of `locked` fail as a folder without read permission does (even as root)."""
+    real_scandir = os.scandir
+
+    def refusing_scandir(path: Any) -> Any:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing_scandir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import faiss
@@ -66,8 +67,10 @@ def test_gpu_build_saves_a_cpu_index_with_a_float16_decision(gpu_index_dir: Path
 
 
 @needs_gpu
-def test_k_above_the_gpu_limit_falls_back_to_cpu(gpu_index_dir: Path) -> None:
+def test_k_above_the_gpu_limit_falls_back_to_cpu(gpu_index_dir: Path, caplog: pytest.LogCaptureFixture
+                                                  ) -> None:
     index = open_index(gpu_index_dir, device="cuda")
-    with pytest.warns(UserWarning, match="k=2049"):
+    with caplog.at_level(logging.WARNING, logger="indexer"):
         _, ids = index.search_vectors(FakeEmbedder(dim=32).vectors_of([{"row": 1}]), k=2049)
+    assert any(r.levelno == logging.WARNING and "k=2049" in r.getMessage() for r in caplog.records)
     assert ids[0, 0] == 1

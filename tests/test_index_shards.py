@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,16 @@ def test_result_lists_vectors_in_item_order_with_per_item_errors(tmp_path: Path)
     np.testing.assert_array_equal(result.vectors, expected)
 
 
-def test_unreadable_shard_is_embedded_again(tmp_path: Path) -> None:
+def test_unreadable_shard_is_embedded_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     embedder = FakeEmbedder()
     first = embed_in_shards(ITEMS, embedder, tmp_path, shard_size=10, progress=False)
     broken = shard_path(tmp_path / build_key(ITEMS, embedder, 10), 1)
     broken.write_bytes(b"truncated")
     again = FakeEmbedder()
-    with pytest.warns(UserWarning, match="shard-00001.npz"):
+    with caplog.at_level(logging.WARNING, logger="indexer"):
         second = embed_in_shards(ITEMS, again, tmp_path, shard_size=10, progress=False)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "shard-00001.npz" in record.getMessage()
     assert again.calls == 1
     _assert_same(first, second)
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from benchmark import embedding
-from benchmark.embedding import embed_items
+from benchmark import vector_cache
 from benchmark.evaluate import Method, evaluate
 from benchmark.protocol import DISTRACTOR_LABEL, ProtocolError, load_benchmark_set
 from benchmark.scoring import KNN_KEY
+from benchmark.vector_cache import embed_items
 from retrieval.manifest import MANIFEST_NAME, read_manifest, sim_config_of, write_manifest
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset, distractor_table, instance_split
@@ -212,23 +213,28 @@ def test_an_item_failing_for_one_method_is_left_out_for_all(mini, tmp_path):
         assert (run.exact.num_positives[first] == 1).all()
 
 
-def test_embedding_resumes_after_a_crash_and_reuses_finished_work(mini, tmp_path, monkeypatch):
-    monkeypatch.setattr(embedding, "STREAM_BATCH", 4)
-    monkeypatch.setattr(embedding, "SAVE_EVERY_S", -1.0)  # save after every batch
+def test_embedding_resumes_after_a_crash_and_reuses_finished_work(mini, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(vector_cache, "STREAM_BATCH", 4)
+    monkeypatch.setattr(vector_cache, "SAVE_EVERY_S", -1.0)  # save after every batch
     items = load_benchmark_set(mini).items()
     crashing = InstanceEmbedder(0.3, crash_on_call=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         embed_items(items, {"m": crashing}, tmp_path, "key", progress=False)
     resumed = InstanceEmbedder(0.3)
+    caplog.set_level(logging.INFO, logger="benchmark")
     files = embed_items(items, {"m": resumed}, tmp_path, "key", progress=False)
     assert resumed.embedded == len(items) - 8  # two batches of 4 were saved before the crash
+    assert [r.getMessage() for r in caplog.records] == [f"m: resuming at item 8 of {len(items)}"]
     fresh = embed_items(items, {"m": InstanceEmbedder(0.3)}, tmp_path / "fresh", "key",
                         progress=False)
     np.testing.assert_array_equal(files["m"].vectors, fresh["m"].vectors)
 
     again = InstanceEmbedder(0.3)
+    caplog.clear()
     embed_items(items, {"m": again}, tmp_path, "key", progress=False)
     assert again.calls == 0
+    assert [r.getMessage() for r in caplog.records] == [f"m: vectors of all {len(items)} items reused "
+                                                        f"from {tmp_path}"]
     other_items = InstanceEmbedder(0.3)
     embed_items(items, {"m": other_items}, tmp_path, "another key", progress=False)
     assert other_items.embedded == len(items)

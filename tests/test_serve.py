@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import re
 import shutil
 import struct
@@ -354,16 +356,31 @@ def test_serve_prints_where_it_listens_and_runs_uvicorn(tiny, monkeypatch):
     assert TestClient(app).get("/health").status_code == 200
 
 
-def test_serve_with_workers_hands_each_worker_its_settings(tiny, monkeypatch):
+@pytest.fixture()
+def worker_logging():
+    """The package loggers a worker's set-up changes, restored after the test."""
+    loggers = [logging.getLogger(name) for name in ("retrieval", "indexer")]
+    saved = [(logger.level, list(logger.handlers)) for logger in loggers]
+    yield
+    for logger, (level, handlers) in zip(loggers, saved):
+        for handler in [h for h in logger.handlers if h not in handlers]:
+            logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_serve_with_workers_hands_each_worker_its_settings(tiny, monkeypatch, capsys, worker_logging):
     calls = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append((app, options)))
     monkeypatch.setenv(SETTINGS_ENV, "")  # restored after the test: the command sets it
-    result = CliRunner().invoke(main, ["serve", str(tiny / "idx"), "--workers", "2", "--device", "cpu"])
+    result = CliRunner().invoke(main, ["-v", "serve", str(tiny / "idx"), "--workers", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     app, options = calls[0]
     assert app == "indexer.serve.app:app_from_environment" and options["workers"] == 2
     assert options["factory"] is True
+    assert json.loads(os.environ[SETTINGS_ENV])["log_level"] == logging.DEBUG
     assert TestClient(app_from_environment()).get("/health").json()["index"]["count"] == IMAGES + 2
+    logging.getLogger("indexer.serve.live").debug("worker message")
+    assert "DEBUG: worker message" in capsys.readouterr().err, "the worker logs as its parent does"
 
 
 def test_serve_refuses_an_unusable_index_folder(tmp_path):

@@ -27,6 +27,7 @@ from indexer.serve.search import (
     load_searcher,
 )
 from retrieval import __version__
+from retrieval.cli_logging import log_to_stderr
 
 SETTINGS_ENV = "BLUR_RETRIEVAL_SERVE"  # how `serve --workers N` hands its settings to each worker
 # The page may load nothing from anywhere else: no CDN, fonts, or analytics.
@@ -78,8 +79,11 @@ def create_app(searcher: Searcher) -> FastAPI:
 
 
 def app_from_environment() -> FastAPI:
-    """The app of one `serve --workers N` worker process, configured by its parent."""
+    """The app of one `serve --workers N` worker process, configured by its parent (which also
+    passes the level of its log messages: a spawned process starts with logging unconfigured)."""
     settings = json.loads(os.environ[SETTINGS_ENV])
+    if "log_level" in settings:
+        log_to_stderr(settings["log_level"], ("retrieval", "indexer"))
     return create_app(load_searcher(settings["index_dir"], settings["device"]))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def serve_command(index_dir: Path, host: str, port: int, device: str, workers: i
         uvicorn.run(create_app(searcher), host=host, port=port)
         return
     del searcher  # each worker process loads its own copy
-    os.environ[SETTINGS_ENV] = json.dumps({"index_dir": str(index_dir.resolve()), "device": device})
+    os.environ[SETTINGS_ENV] = json.dumps({"index_dir": str(index_dir.resolve()), "device": device,
+                                           "log_level": logging.getLogger("indexer").getEffectiveLevel()})
     uvicorn.run("indexer.serve.app:app_from_environment", factory=True, host=host, port=port,
                 workers=workers)
 

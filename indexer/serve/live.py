@@ -18,7 +18,7 @@ from indexer.errors import IndexStoreError
 from indexer.index import RetrievalIndex, open_index
 from indexer.store import MANIFEST_NAME
 
-LOG = logging.getLogger("uvicorn.error")  # lands in the server's own log
+LOG = logging.getLogger(__name__)
 
 Stamp = tuple[int, int, int]
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from indexer.embedding import EmbedderLike
+from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import FingerprintMismatchError
 from indexer.index import ImageSearch, QueryHits
 from indexer.serve.live import LiveIndex

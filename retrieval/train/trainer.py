@@ -13,8 +13,8 @@ it.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +63,8 @@ from retrieval.train.stream import (
     training_crop_boxes,
 )
 from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
+
+LOG = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine")
 METRIC = f"map@{TOP_K}"
@@ -132,10 +134,6 @@ class _LearningRateFactor:
         if self.schedule == "constant":
             return 1.0
         return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
-
-
-def _warn(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
 
 
 class Trainer:
@@ -310,8 +308,8 @@ class Trainer:
             raise TrainError(f"{self.state_path}: a run already exists in this folder; pass "
                              "--resume to continue it or choose another --out")
         if self.validation is None:
-            _warn(f"{self.data.manifest}: no rows with role 'val'; the latest model is kept "
-                  "instead of the best one")
+            LOG.warning("%s: no rows with role 'val'; the latest model is kept instead of the best one",
+                        self.data.manifest)
         self.log.append({
             "event": "resume" if self.settings.resume else "start",
             "step": self.step, "epoch": self.epoch,
@@ -373,7 +371,7 @@ class Trainer:
     def _train_step(self, batch: dict[str, Any]) -> None:
         for index, message in batch["errors"]:
             self.skipped_images += 1
-            _warn(f"skipped training image: {message}")
+            LOG.warning("skipped training image: %s", message)
             self.log.append({"event": "skipped_image", "step": self.step + 1,
                              "row": int(index), "message": str(message)})
         rows = batch["ok"].numpy()

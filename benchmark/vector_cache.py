@@ -14,6 +14,7 @@ items it was made for, so vectors of another item list are never reused.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,9 +24,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from indexer.embedding import EmbedderLike
+from indexer.embedder_protocol import EmbedderLike
 from retrieval.embed import PixelBatches, default_workers, pixel_loader
 from retrieval.fileio import write_json_atomic
+
+LOG = logging.getLogger(__name__)
 
 STREAM_BATCH = 256  # items loaded together and embedded by every method
 SAVE_EVERY_S = 60.0
@@ -146,8 +149,12 @@ def _embed_group(items: Sequence[Any], size: tuple[int, int] | None,
                  progress: bool, workers: int) -> None:
     done = min(f.done for f in files)
     if done >= len(items):
+        LOG.info("%s: vectors of all %d items reused from %s", ", ".join(embedders), len(items),
+                 files[0].path.parent)
         return
     first = done // STREAM_BATCH
+    if first:
+        LOG.info("%s: resuming at item %d of %d", ", ".join(embedders), first * STREAM_BATCH, len(items))
     for file in files:
         file.rewind(first * STREAM_BATCH)
     device = str(getattr(next(iter(embedders.values())), "device", "cpu"))
