@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ LOG = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
 DEFAULT_MAX_PIXELS = 64_000_000
+_HEADER_LOCK = threading.Lock()
 
 # Mid-gray rather than white or black: it sits near the ImageNet mean, so after the network's
 # input normalisation transparent areas are close to zero, and it draws no strong false edge
@@ -164,9 +166,14 @@ def _require_nonempty_regular_file(file: Path) -> None:
 
 
 def _open_lazily(file: Path) -> Image.Image:
-    """Read only the header; pixels stay on disk until `.load()`."""
+    """Read only the header; pixels stay on disk until `.load()`.
+
+    The lock makes the warning filter safe when batches are decoded in threads:
+    `catch_warnings` swaps a process-wide list, so two threads inside it at once could leave
+    the filter behind for good. Only the header read is serialised, not the decoding.
+    """
     try:
-        with warnings.catch_warnings():
+        with _HEADER_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(file)
     except Image.DecompressionBombError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.embed import Embedder, load_embedder, prepare_pixels
+from retrieval.embed import Embedder, decode_threads, load_embedder, prepare_pixels
 from retrieval.manifest import manifest_items
 from retrieval.model import BlurAwareNet, model_fingerprint, save_checkpoint
 from retrieval.sim.config import SimConfig
@@ -157,6 +158,35 @@ def test_a_worker_process_gives_the_same_vectors_as_the_main_process(datasets, n
     np.testing.assert_array_equal(in_worker.ok, in_main.ok)
     np.testing.assert_array_equal(in_worker.vectors, in_main.vectors)
     assert in_worker.errors == in_main.errors == [(10, "/no/such/file.png: file not found")]
+
+
+def test_decoding_a_batch_in_threads_keeps_the_order_and_content_of_the_vectors(
+        datasets, net, monkeypatch):
+    files, virtual = datasets
+    items = (paths(files, 7) + ["/no/such/file.png"] + virtual[7:10]
+             + [np.zeros((5, 5, 2), dtype=np.uint8)] + paths(files[10:], 4))
+    monkeypatch.setattr("retrieval.embed.decode_threads", lambda workers: 1)
+    serial = embedder(net, batch_size=6, workers=0).embed(items)
+    pools = []
+
+    class CountedPool(ThreadPoolExecutor):
+        def __init__(self, threads):
+            pools.append(threads)
+            super().__init__(threads)
+
+    monkeypatch.setattr("retrieval.embed.decode_threads", lambda workers: 3)
+    monkeypatch.setattr("retrieval.embed.ThreadPoolExecutor", CountedPool)
+    threaded = embedder(net, batch_size=6, workers=0).embed(items)
+    assert pools == [3, 3, 3]  # every batch of 6 has files or arrays to decode
+    np.testing.assert_array_equal(threaded.ok, serial.ok)
+    np.testing.assert_array_equal(threaded.vectors, serial.vectors)
+    assert threaded.errors == serial.errors and [i for i, _ in serial.errors] == [7, 11]
+    assert len(serial.ok) == len(items) - 2
+
+
+def test_decode_threads_follow_torch_without_loader_processes_and_are_one_inside_them():
+    assert decode_threads(0) == torch.get_num_threads()
+    assert decode_threads(2) == 1
 
 
 def test_embedding_leaves_the_model_in_its_mode_and_the_fingerprint_follows_weights(datasets):

@@ -6,7 +6,9 @@ import logging
 import os
 import pickle
 import struct
+import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,17 @@ def test_raised_limit_lets_header_pass_and_decoding_then_runs(tmp_path, recwarn)
     bomb = png_header_only(tmp_path / "bomb.png", 10_000, 10_000)
     expect_load_error(bomb, "truncated or corrupt image data", max_pixels=200_000_000)
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_decoding_in_threads_leaves_the_warning_filters_as_they_were(tmp_path):
+    # Each header read silences the bomb warning inside `catch_warnings`, which swaps a
+    # process-wide list: unguarded, threads interleaving there left the filter installed for
+    # good (in most runs of 400 reads here; this makes 2000).
+    image = saved(noise_rgb(4, 4), tmp_path / "small.png")
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: load_rgb(image), range(2000)))
+    assert warnings.filters == before
 
 
 def test_absurd_dimensions_hit_pillow_guard_and_still_read_too_large(tmp_path):
