@@ -9,6 +9,8 @@ import click
 from retrieval.cli_options import parse_size, resolve_device
 from retrieval.fileio import write_json_atomic
 
+K = 100  # neighbours per query in `bench speed`, as in the index measurement
+
 
 def _parse_sizes(ctx, param, value: str) -> list[tuple[int, int]]:
     return [parse_size(ctx, param, part) for part in value.split(",") if part.strip()]
@@ -106,19 +108,22 @@ def bench_index(count, dim, queries, k, factories, brute_force_queries, threads,
 @click.option("--vectors", type=click.IntRange(min=1000), default=1_000_000, show_default=True,
               help="Synthetic database size for the index measurement.")
 @click.option("--seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Single image queries timed end to end (decode, embed, search the auto index).")
 @click.option("--workers", type=click.IntRange(min=0), help="Embedding loader processes.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the figures here.")
-def bench_speed(model, batch_size, images, vectors, seconds, workers, device, quiet, json_path):
-    """Every stage side by side: simulator, embedding vs bare forward, index vs brute force."""
+def bench_speed(model, batch_size, images, vectors, seconds, queries, workers, device, quiet, json_path):
+    """Every stage side by side: simulator, embedding vs bare forward, index vs brute force, and
+    one query image end to end."""
     import tempfile
     from pathlib import Path
 
     import torch
 
     from benchmark.index_speed import format_summary, run_index_benchmark
-    from benchmark.speed import embedding_rates, simulator_rate, write_sample_images
+    from benchmark.speed import embedding_rates, query_latency, simulator_rate, write_sample_images
     from indexer.cli_support import model_load_errors
     from retrieval.embed import load_embedder
     from retrieval.sim.config import SimConfig
@@ -132,25 +137,45 @@ def bench_speed(model, batch_size, images, vectors, seconds, workers, device, qu
         "dataset_img_s": simulator_rate(config, 32, True, seconds, device),
         "on_demand_img_s": simulator_rate(config, 32, False, seconds, device),
     }
+    query = {"index": "auto"}
+
+    def time_queries(kind: str, built) -> None:
+        if kind == query["index"]:
+            query.update(query_latency(embedder, built, paths, K, queries))
+
     with tempfile.TemporaryDirectory() as folder:
         paths = write_sample_images(Path(folder), config, images)
         embedding = embedding_rates(embedder, paths, seconds)
-    index = run_index_benchmark(n=vectors, dim=embedder.dim, device=device, progress=not quiet)
+        index = run_index_benchmark(n=vectors, dim=embedder.dim, k=K, device=device,
+                                    progress=not quiet, with_index=time_queries)
+    query["factory"] = index["indexes"][query["index"]]["factory"]
     click.echo(f"model {model} ({embedder.fingerprint}), input {height}x{width}, batch {batch_size}")
     click.echo(f"simulator: {simulator['dataset_img_s']:.1f} img/s (all exposures), "
                f"{simulator['on_demand_img_s']:.1f} img/s (one image per trajectory)")
-    click.echo(f"embedding: bare forward {embedding['forward_img_s']:.1f} img/s, pipeline on PNG files "
-               f"{embedding['embed_files_img_s']:.1f} img/s, ratio {embedding['ratio']:.2f}")
+    click.echo(f"embedding: bare forward {embedding['forward_img_s']:.1f} img/s, pipeline on "
+               f"{embedding['images']} PNG files {embedding['embed_files_img_s']:.1f} img/s "
+               f"({embedding['workers']} loader processes, {embedding['decode_threads']} decode threads), "
+               f"ratio {embedding['ratio']:.2f}")
     forward = embedding["forward_img_s"]
     click.echo(f"simulator / forward: {simulator['dataset_img_s'] / forward:.2f}x (all exposures), "
                f"{simulator['on_demand_img_s'] / forward:.2f}x (on demand)")
     click.echo(format_summary(index))
+    click.echo(_query_line(query, vectors))
     if json_path:
         write_json_atomic(json_path, {
             "model": model, "fingerprint": embedder.fingerprint, "device": device,
-            "batch_size": batch_size, "torch_threads": torch.get_num_threads(),
+            "batch_size": batch_size, "torch_threads": torch.get_num_threads(), "query": query,
             "simulator": simulator, "embedding": embedding, "index": index,
         })
+
+
+def _query_line(query: dict, vectors: int) -> str:
+    stages = ", ".join(f"{label} {query[name]['p50_ms']:.2f} ms" for name, label in
+                       (("decode", "decode+resize"), ("embed", "embed"), ("search", "search")))
+    return (f"one query end to end ({query['queries']} queries of one PNG file, {query['index']} index "
+            f"{query['factory']} over {vectors:,} vectors, k={query['k']}): "
+            f"p50 {query['end_to_end']['p50_ms']:.2f} ms, p99 {query['end_to_end']['p99_ms']:.2f} ms; "
+            f"p50 by stage: {stages}")
 
 
 def _register_map() -> None:

@@ -217,7 +217,8 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
                         brute_force_queries: int = 50, progress: bool = True,
                         exact_threshold: int = EXACT_THRESHOLD,
                         latency_queries: int = LATENCY_QUERIES,
-                        omp_threads: int | None = None, spread: float = SPREAD
+                        omp_threads: int | None = None, spread: float = SPREAD,
+                        with_index: Callable[[str, RetrievalIndex], None] | None = None
                         ) -> dict[str, Any]:
     """Build and search each index kind on synthetic embeddings; a JSON-able report.
 
@@ -226,6 +227,8 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
     threads for this run (default: FAISS's own choice): on a machine shared with other work,
     threads waiting for each other can dominate the latency of one-query searches. `spread` sets
     how loose the synthetic clusters are (see `synthetic_dataset`): looser is harder for IVF.
+    `with_index(kind, index)` is called once each index is measured, before it is freed, so a
+    caller can time its own queries on the same index (`bench speed` times whole image queries).
     """
     _check_arguments(n, dim, queries, k, factories, brute_force_queries, latency_queries,
                      omp_threads, spread)
@@ -239,7 +242,7 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
         truth = exact_neighbours(database, np.arange(n, dtype=np.int64), query_vectors, k)
         indexes = {
             kind: _benchmark_index(kind, database, query_vectors, truth, device, exact_threshold,
-                                   latency_queries, progress)
+                                   latency_queries, progress, with_index)
             for kind in factories
         }
         brute = None
@@ -332,12 +335,14 @@ def _config(n: int, dim: int, queries: int, k: int, seed: int, device: str, exac
 
 
 def _benchmark_index(kind: str, database: np.ndarray, queries: np.ndarray, truth: np.ndarray,
-                     device: str, exact_threshold: int, latency_queries: int, progress: bool
-                     ) -> dict[str, Any]:
+                     device: str, exact_threshold: int, latency_queries: int, progress: bool,
+                     with_index: Callable[[str, RetrievalIndex], None] | None) -> dict[str, Any]:
     """Build, search and score one index; it is freed on return so the next one's RSS is its own."""
     index, figures = build_index_from_vectors(kind, database, device, exact_threshold, progress)
     search_figures, found = measure_search(index.search_vectors, queries, truth.shape[1],
                                            latency_queries, progress)
+    if with_index is not None:
+        with_index(kind, index)
     return {**figures, **search_figures, "recall": knn_recall(found, truth)}
 
 

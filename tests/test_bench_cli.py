@@ -36,12 +36,23 @@ def test_bench_speed_measures_every_stage(tmp_path):
     out = tmp_path / "speed.json"
     result = CliRunner().invoke(main, [
         "bench", "speed", "--model", str(tmp_path / "net"), "--batch-size", "4", "--images", "8",
-        "--vectors", "2000", "--seconds", "0.1", "--workers", "0", "-q", "--json", str(out),
+        "--vectors", "2000", "--seconds", "0.1", "--queries", "6", "--workers", "0", "-q",
+        "--json", str(out),
     ])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     embedding = report["embedding"]
     assert embedding["ratio"] == pytest.approx(embedding["embed_files_img_s"] / embedding["forward_img_s"])
+    assert (embedding["images"], embedding["workers"], embedding["decode_threads"]) == (
+        8, 0, torch.get_num_threads())
+    query = report["query"]
+    assert (query["queries"], query["k"], query["index"]) == (6, 100, "auto")
+    assert query["factory"] == report["index"]["indexes"]["auto"]["factory"]
+    for stage in ("decode", "embed", "search"):
+        assert 0 < query[stage]["p50_ms"] <= query[stage]["p99_ms"]
+        assert query["end_to_end"]["p50_ms"] >= query[stage]["p50_ms"]
+    assert (f"one query end to end (6 queries of one PNG file, auto index {query['factory']} over 2,000"
+            in result.output)
     assert report["simulator"]["dataset_img_s"] > 0
     assert set(report["index"]["indexes"]) == {"exact", "auto"}
     assert report["index"]["config"]["n"] == 2000 and report["index"]["config"]["dim"] == 16
