@@ -24,7 +24,14 @@ import torch
 from tqdm import tqdm
 
 from retrieval.devices import autocast
-from retrieval.embed import Embedder, PixelBatches, default_workers, pixel_loader, to_model_input
+from retrieval.embed import (
+    CHANNELS_LAST,
+    Embedder,
+    PixelBatches,
+    default_workers,
+    pixel_loader,
+    to_model_input,
+)
 from retrieval.manifest import ManifestError, manifest_items
 from retrieval.model import (
     DEFAULT_BACKBONE,
@@ -216,9 +223,7 @@ class Trainer:
         if "cls" in self.spec.losses:
             head = MarginSoftmaxHead(settings.embedding_dim, self.data.num_classes,
                                      scale=settings.cls_scale, margin=settings.cls_margin)
-        memory_format = (torch.channels_last if self.device.type == "cuda"
-                         else torch.contiguous_format)
-        self.model = model.to(self.device, memory_format=memory_format).train()
+        self.model = model.to(self.device, memory_format=CHANNELS_LAST).train()
         self.head = head.to(self.device) if head is not None else None
         parameters = list(self.model.parameters())
         if self.head is not None:
