@@ -92,8 +92,9 @@ def decode_threads(workers: int) -> int:
     With no loader process (machines of up to 2 cores, see `default_workers`) decoding runs
     between forward passes, where one thread would leave the other cores idle. Timed in turns
     on 2 cores shared with another job, a PNG pipeline went from 0.78 to 0.89 of the bare
-    forward's rate (no change once the other job left no core idle). Decoding the next batch
-    in a background thread during the forward gained nothing: it competes with torch's threads.
+    forward's rate in one measurement and did not change in others (not yet repeated on a quiet
+    machine). Decoding the next batch in a background thread during the forward gained nothing:
+    it competes with torch's threads.
     """
     return 1 if workers else max(1, torch.get_num_threads())
 
