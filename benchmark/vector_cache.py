@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from indexer.embedder_protocol import EmbedderLike
-from retrieval.embed import PixelBatches, default_workers, pixel_loader
+from retrieval.embed import PixelBatches, decode_threads, default_workers, pixel_loader
 from retrieval.fileio import write_json_atomic
 
 LOG = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _loaded_batches(items: Sequence[Any], size: tuple[int, int] | None, first: i
         for batch in batches[first:]:
             yield np.arange(batch.start, batch.stop), [items[i] for i in batch], []
         return
-    dataset = PixelBatches(items, batches, size, render_device)
+    dataset = PixelBatches(items, batches, size, render_device, decode_threads(workers))
     loader = pixel_loader(dataset, workers if len(batches) - first > 1 else 0,
                           order=range(first, len(batches)))
     for loaded in loader:

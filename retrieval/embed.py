@@ -258,7 +258,7 @@ def to_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     on every device (see CHANNELS_LAST).
     """
     images = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return images.contiguous(memory_format=torch.channels_last)
+    return images.contiguous(memory_format=CHANNELS_LAST)
 
 
 @contextlib.contextmanager
