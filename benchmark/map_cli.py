@@ -20,6 +20,7 @@ BENCHMARK_SPLITS = ("test",)
 
 if TYPE_CHECKING:
     from benchmark.evaluate import Method
+    from retrieval.rerank.reranker import Reranker
 
 
 @click.command("map")
@@ -45,15 +46,23 @@ if TYPE_CHECKING:
               help="Images per network forward.")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Processes loading and rendering images (default: 0 on up to 2 cores, else cores - 2).")
+@click.option("--rerank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also score each method with its top K re-ranked by geometric verification "
+                   "(a row per method with and without); 0: off.")
+@click.option("--dense", default="dense", show_default=True,
+              help="Dense checkpoint (directory, or 'dense' for the shipped one) for --rerank.")
+@click.option("--locator", default="blur-aware", show_default=True,
+              help="Model whose localisation head finds the object for --rerank.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def map_command(data, preset, seed, distractors, methods, out_dir, factory, device, batch_size,
-                workers, quiet):
+                workers, rerank, dense, locator, quiet):
     """Compare methods by mAP@100 per blur level 1..6, with distractors; write the report."""
     started = time.perf_counter()
     progress = not quiet
     device = resolve_device(device)
     out = Path(out_dir)
     loaded = load_methods(_method_names(methods), device, batch_size)
+    reranker = load_rerank_stage(dense, locator, device, batch_size) if rerank else None
     factory = _checked_factory(factory, {m.embedder.dim for m in loaded})
     if data is None:
         manifest = _synthesized_manifest(out / DATA_DIR, preset, seed, device, progress)
@@ -65,15 +74,18 @@ def map_command(data, preset, seed, distractors, methods, out_dir, factory, devi
         "preset": {"name": preset, **asdict(PRESETS[preset])} if data is None else None,
         "seed": seed if data is None else None, "distractors_requested": distractors,
         "factory": factory, "device": device, "batch_size": batch_size, "workers": workers,
+        "rerank": {"k": rerank, "dense": dense, "locator": locator,
+                   "params": vars(reranker.params)} if reranker else None,
     }
-    run_map_benchmark(manifest, loaded, out, config, started, progress)
+    run_map_benchmark(manifest, loaded, out, config, started, progress, reranker)
 
 
 def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: dict,
-                      started: float, progress: bool) -> dict:
+                      started: float, progress: bool, reranker: Reranker | None = None) -> dict:
     """Evaluate `loaded` methods on the benchmark set of `manifest`; write and print the report.
 
-    `config` carries distractors_requested, factory, device and workers (recorded verbatim).
+    `config` carries distractors_requested, factory, device and workers (recorded verbatim), and
+    with a `reranker` the "rerank" settings (its "k" is the depth re-ranked).
     """
     from benchmark.evaluate import EvaluationError, evaluate
     from benchmark.plots import PLOT_NAME, draw_level_grids, plot_map_by_level
@@ -92,6 +104,10 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
                               progress, config["workers"])
     except (EvaluationError, InvalidFactoryError, VectorCacheError) as error:
         raise click.ClickException(str(error)) from error
+    if reranker is not None:
+        from benchmark.rerank_eval import add_reranked_runs
+
+        add_reranked_runs(bench, evaluation, reranker, config["rerank"]["k"], progress)
     evaluation.timings = {"load models and data": data_seconds, **evaluation.timings}
     report = build_report(config, bench, evaluation, loaded, files={})
     drawing = time.perf_counter()
@@ -129,6 +145,19 @@ def load_methods(names: list[str], device: str, batch_size: int) -> list[Method]
             checkpoint = str(resolve_checkpoint(name).resolve())
         methods.append(Method(name=name, embedder=embedder, checkpoint=checkpoint))
     return methods
+
+
+def load_rerank_stage(dense: str, locator: str, device: str, batch_size: int) -> Reranker:
+    """The re-ranker, loaded before any long work so a wrong checkpoint fails at once."""
+    from indexer.cli_support import model_load_errors
+    from retrieval.rerank.dense_checkpoint import DenseCheckpointError
+    from retrieval.rerank.reranker import LocatorError, load_reranker
+
+    with model_load_errors(locator, option="--locator"):
+        try:
+            return load_reranker(dense, locator, device, batch_size=batch_size)
+        except (DenseCheckpointError, LocatorError) as error:
+            raise click.BadParameter(str(error), param_hint="--dense/--locator") from error
 
 
 def _checked_factory(factory: str, dims: set[int]) -> str:

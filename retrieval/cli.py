@@ -7,6 +7,7 @@ from dataclasses import replace
 import click
 
 from retrieval.cli_options import parse_size, resolve_device
+from retrieval.rerank.dense_cli import train_dense_command
 from retrieval.sim.layout import PRESETS
 from retrieval.train_cli import train_command
 
@@ -63,4 +64,4 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
         click.echo(f"wrote {write_sheet(preview_instances, instance_sheet(config, 0))}")
 
 
-COMMANDS = [synth, train_command]
+COMMANDS = [synth, train_command, train_dense_command]

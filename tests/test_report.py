@@ -252,3 +252,50 @@ def test_code_cites_sections_that_exist_in_docs_method_md():
                                                  "Blur severity and blur level"}
     assert {(name, section) for name, section in cited if section not in headings} == set()
     assert [path.name for path in sources if "DESIGN.md" in path.read_text()] == []
+
+
+def test_reranked_exact_moves_only_the_positives_inside_the_top_k():
+    from benchmark.rerank_eval import reranked_exact
+
+    before = padded([[5, 7, 9, 2], [1, 2, 3, 4]])
+    after = padded([[9, 5, 7, 2], [1, 2, 3, 4]])
+    exact = ExactResult(top_ids=before, top_scores=np.zeros(before.shape, np.float32),
+                        positive_ranks=np.array([[1, 3, 4, 40], [2, 0, 0, 0]]),
+                        num_positives=np.array([4, 1]), tied_at_cutoff=np.zeros(2, bool),
+                        tied_in_top_k=np.zeros(2, bool))
+    moved = reranked_exact(exact, before, after, k=3)
+    # query 0: ids 5 (rank 1) and 9 (rank 3) are re-ranked to 2 and 1; ranks 4 and 40 stay
+    assert moved.positive_ranks.tolist() == [[1, 2, 4, 40], [2, 0, 0, 0]]
+    assert moved.top_ids is after
+
+
+def test_bench_map_rerank_adds_a_reranked_row_per_method(dataset, checkpoints, tmp_path):
+    from retrieval.rerank.dense_checkpoint import save_dense
+    from retrieval.rerank.dense_net import DenseFeatureNet
+
+    torch.manual_seed(0)
+    save_dense(tmp_path / "dense", DenseFeatureNet(dim=8, crop=32).eval(), {})
+    out = tmp_path / "report"
+    result = run_map("--data", str(dataset), "--methods", ",".join(checkpoints), "--out",
+                     str(out), "--factory", "exact", "--rerank", "3", "--dense",
+                     str(tmp_path / "dense"), "--locator", checkpoints[0])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    names = [checkpoints[0], f"{checkpoints[0]} +rerank3", checkpoints[1],
+             f"{checkpoints[1]} +rerank3"]
+    assert list(report["results"]) == names
+    assert report["config"]["rerank"]["k"] == 3
+    for name in checkpoints:
+        plain, reranked = report["results"][name], report["results"][f"{name} +rerank3"]
+        assert reranked["overall"]["queries"] == plain["overall"]["queries"]
+        # re-ranking reorders the top 3 only: whether a positive is in the top 3 cannot change
+        assert reranked["overall"]["recall10"] == plain["overall"]["recall10"]
+    assert any(key.startswith("rerank: describe") for key in report["timings_s"])
+
+
+def test_bench_map_rerank_with_a_bad_dense_checkpoint_fails_before_embedding(
+        dataset, checkpoints, tmp_path):
+    result = run_map("--data", str(dataset), "--methods", checkpoints[0], "--out",
+                     str(tmp_path / "r"), "--rerank", "3", "--dense", str(tmp_path))
+    assert result.exit_code == 2 and "not a dense checkpoint" in result.output
+    assert not (tmp_path / "r" / ".cache").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -128,8 +129,18 @@ def _solid_texture(batch: _Batch, point: torch.Tensor) -> torch.Tensor:
     return color.permute(0, 3, 1, 2)
 
 
-def _render_frame(batch: _Batch, tau: float, steps: int, crop: int):
-    """Object layer of one instant frame: premultiplied RGB + coverage [B, 4, C, C], origins."""
+class _RayHits(NamedTuple):
+    """What the rays of one instant frame see, per pixel of each row's C x C window."""
+
+    hit: torch.Tensor  # bool [B, C, C]
+    point: torch.Tensor  # float32 [B, C, C, 3] object-frame surface point (meaningless where not hit)
+    normal: torch.Tensor  # float32 [B, C, C, 3] object-frame unit normal
+    rotation: torch.Tensor  # float64 [B, 3, 3] object -> world at this instant
+    origin: torch.Tensor  # int64 [B, 2] (x0, y0) image position of each window
+
+
+def _cast_rays(batch: _Batch, tau: float, steps: int, crop: int) -> _RayHits:
+    """Ray cast one instant frame; the geometry alone, shared by shading and correspondences."""
     device = batch.start.device
     fraction = tau / steps
     quat = batch.quat0 + (batch.quat1 - batch.quat0) * fraction
@@ -213,7 +224,14 @@ def _render_frame(batch: _Batch, tau: float, steps: int, crop: int):
     normal = torch.where(from_quadric[..., None], gradient, plane_normal)
     center_at = torch.gather(batch.centers.to(f32), 1, part[..., None].flatten(1, 2).expand(-1, -1, 3))
     point = point_part + center_at.view(*part.shape, 3)
+    return _RayHits(hit, point, normal, rot, origin)
 
+
+def _render_frame(batch: _Batch, tau: float, steps: int, crop: int):
+    """Object layer of one instant frame: premultiplied RGB + coverage [B, 4, C, C], origins."""
+    hit, point, normal, rot, origin = _cast_rays(batch, tau, steps, crop)
+    device = batch.start.device
+    f32 = torch.float32
     # Lambert + Blinn specular, light and view direction moved into the object frame.
     rot_t = rot.transpose(1, 2)
     light = _dot(rot_t, batch.light[:, None, :]).to(f32)  # world -> object frame

@@ -1,0 +1,139 @@
+"""Re-ranking the top hits: describe images densely, verify each candidate, reorder.
+
+    reranker = load_reranker()                       # shipped dense net + blur-aware locator
+    views, errors = reranker.describe_items([query_path, *candidate_paths])
+    reranked = reranker.rerank(views[0], views[1:], global_scores)
+
+The object box comes from the localisation head of a global model (the shipped `blur-aware`
+by default), so verification only compares cells that see the object. A candidate that cannot
+be read keeps its global score with zero inliers: re-ranking reorders, it never drops or adds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from retrieval.devices import resolve_device
+from retrieval.embed import CHANNELS_LAST, decode_threads, eval_mode, prepare_pixels, to_model_input
+from retrieval.model.checkpoint import load_checkpoint
+from retrieval.model.network import BlurAwareNet
+from retrieval.rerank.dense_checkpoint import SHIPPED_DENSE, load_dense
+from retrieval.rerank.dense_net import DenseFeatureNet, cell_centres, object_crops
+from retrieval.rerank.verify import DenseView, RerankParams, Verification, rerank_scores, verify
+
+LOG = logging.getLogger(__name__)
+BOX_MARGIN = 1.1  # cells whose centre lies in the predicted box grown by this factor are kept
+DEFAULT_LOCATOR = "blur-aware"
+
+
+class LocatorError(ValueError):
+    """The model named as locator has no localisation head."""
+
+
+@dataclass(frozen=True)
+class RerankedCandidate:
+    position: int  # index into the candidates given
+    global_score: float
+    inliers: int
+    rerank_score: float
+    verified: bool  # False when the candidate could not be described (kept, zero inliers)
+
+
+class Reranker:
+    """A dense network, a locator for the object boxes, and the score parameters."""
+
+    def __init__(self, dense: DenseFeatureNet, locator: BlurAwareNet, image_size: tuple[int, int],
+                 params: RerankParams, batch_size: int = 64) -> None:
+        if not locator.has_loc_head:
+            raise LocatorError("the locator model has no localisation head to find the object")
+        self.dense, self.locator = dense, locator
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.params = params
+        self.batch_size = batch_size
+        self.device = next(dense.parameters()).device
+
+    def describe_pixels(self, pixels: torch.Tensor, boxes: np.ndarray | None = None
+                        ) -> list[DenseView]:
+        """Views of uint8 [B, H, W, 3] images at the model size; boxes predicted unless given."""
+        views: list[DenseView] = []
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = pixels[start:start + self.batch_size]
+            given = None if boxes is None else boxes[start:start + self.batch_size]
+            views += self._describe_batch(chunk, given)
+        return views
+
+    def describe_items(self, items: Sequence[Any], threads: int = 1
+                       ) -> tuple[list[DenseView | None], list[tuple[int, str]]]:
+        """Views of files, in-memory images or manifest rows; None (and a message) where one
+        could not be read."""
+        pixels, errors = prepare_pixels(list(items), self.image_size, "cpu", decode_threads(threads))
+        ok = [i for i, value in enumerate(pixels) if value is not None]
+        views: list[DenseView | None] = [None] * len(pixels)
+        if ok:
+            described = self.describe_pixels(torch.from_numpy(np.stack([pixels[i] for i in ok])))
+            for position, view in zip(ok, described):
+                views[position] = view
+        return views, errors
+
+    def verify(self, query: DenseView, candidate: DenseView) -> Verification:
+        return verify(query, candidate, self.params)
+
+    def rerank(self, query: DenseView, candidates: Sequence[DenseView | None],
+               global_scores: Sequence[float]) -> list[RerankedCandidate]:
+        """Every candidate once, best first by the re-ranking score (ties keep global order)."""
+        if len(candidates) != len(global_scores):
+            raise ValueError(f"{len(candidates)} candidates but {len(global_scores)} scores")
+        inliers = np.array([0 if view is None else self.verify(query, view).inliers
+                            for view in candidates], dtype=np.int64)
+        scores = rerank_scores(np.asarray(global_scores, dtype=np.float64), inliers, self.params)
+        order = np.argsort(-scores, kind="stable")
+        return [RerankedCandidate(int(i), float(global_scores[i]), int(inliers[i]), float(scores[i]),
+                                  candidates[i] is not None) for i in order]
+
+    @torch.inference_mode()
+    def _describe_batch(self, pixels: torch.Tensor, boxes: np.ndarray | None) -> list[DenseView]:
+        images = to_model_input(pixels, self.device)
+        if boxes is None:
+            with eval_mode(self.locator):
+                box_tensor = self.locator(images).box.float()
+        else:
+            box_tensor = torch.as_tensor(np.asarray(boxes), dtype=torch.float32, device=self.device)
+        with eval_mode(self.dense):
+            crops, squares = object_crops(images.contiguous(), box_tensor, self.dense.crop)
+            descriptors = self.dense(crops).flatten(2).transpose(1, 2).cpu().numpy()
+        grid = self.dense.grid
+        centres = cell_centres(squares.cpu(), self.image_size, grid).numpy()
+        keep = _inside_boxes(centres, box_tensor.cpu().numpy(), self.image_size)
+        sides = squares[:, 2].cpu().numpy() / grid
+        return [DenseView(descriptors[i][keep[i]], centres[i][keep[i]].astype(np.float32),
+                          float(sides[i])) for i in range(len(pixels))]
+
+
+def _inside_boxes(centres: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int]
+                  ) -> np.ndarray:
+    """bool [B, N]: cell centres inside each (grown) box; all cells where none would be."""
+    height, width = image_size
+    half_w = boxes[:, 2, None] * width / 2 * BOX_MARGIN
+    half_h = boxes[:, 3, None] * height / 2 * BOX_MARGIN
+    inside = ((np.abs(centres[..., 0] - boxes[:, 0, None] * width) <= half_w)
+              & (np.abs(centres[..., 1] - boxes[:, 1, None] * height) <= half_h))
+    inside[~inside.any(axis=1)] = True
+    return inside
+
+
+def load_reranker(dense: str = SHIPPED_DENSE, locator: str = DEFAULT_LOCATOR, device: str = "auto",
+                  params: RerankParams | None = None, batch_size: int = 64) -> Reranker:
+    """A Reranker from checkpoints; parameters from the dense checkpoint (chosen on val)."""
+    target = torch.device(resolve_device(device))
+    net, config = load_dense(dense, target)
+    model, model_config = load_checkpoint(locator, device=target)
+    if params is None:
+        params = RerankParams(**config.get("rerank", {}))
+    return Reranker(net.to(memory_format=CHANNELS_LAST), model.to(memory_format=CHANNELS_LAST),
+                    tuple(model_config["image_size"]), params, batch_size)

@@ -1,0 +1,191 @@
+"""The dense network, its training targets and loss, its checkpoint, and the re-ranking rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retrieval.model import BlurAwareNet
+from retrieval.rerank.dense_checkpoint import (
+    WEIGHTS_NAME,
+    DenseCheckpointError,
+    load_dense,
+    save_dense,
+)
+from retrieval.rerank.dense_data import cell_of, cell_pairs
+from retrieval.rerank.dense_net import DenseFeatureNet, cell_centres
+from retrieval.rerank.dense_train import correspondence_loss
+from retrieval.rerank.reranker import LocatorError, Reranker
+from retrieval.rerank.verify import DenseView, RerankParams, rerank_order, rerank_scores, verify
+
+SIZE = (32, 48)
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_descriptors_are_unit_vectors_on_the_stride_grid(stride):
+    net = DenseFeatureNet(dim=8, stride=stride, crop=32).eval()
+    out = net(torch.rand(3, 3, 32, 32))
+    assert out.shape == (3, 8, 32 // stride, 32 // stride) and net.grid == 32 // stride
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3, 32 // stride, 32 // stride))
+
+
+def test_bad_network_settings_and_inputs_are_refused():
+    with pytest.raises(ValueError, match="stride"):
+        DenseFeatureNet(stride=2)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        DenseFeatureNet(crop=30)
+    with pytest.raises(ValueError, match="expected crops"):
+        DenseFeatureNet(dim=4, crop=32)(torch.rand(1, 3, 16, 16))
+
+
+def test_cell_centres_of_a_hand_made_square():
+    # A 40-pixel square centred at (24, 16) in a 32x48 image, 4 cells a side: 10 px per cell.
+    squares = torch.tensor([[0.5, 0.5, 40.0]])
+    centres = cell_centres(squares, SIZE, 4)[0]
+    assert centres.shape == (16, 2)
+    torch.testing.assert_close(centres[0], torch.tensor([9.0, 1.0]))  # row 0, col 0
+    torch.testing.assert_close(centres[6], torch.tensor([29.0, 11.0]))  # row 1, col 2
+
+
+def test_cell_of_points_and_outside_points():
+    square = np.array([0.5, 0.5, 40.0])  # covers x in [4, 44), y in [-4, 36)
+    points = np.array([[4.0, -4.0], [43.9, 35.9], [14.5, 6.5], [3.9, 10.0], [20.0, 36.0]])
+    assert cell_of(points, square, SIZE, 4).tolist() == [0, 15, 5, -1, -1]
+
+
+def test_cell_pairs_keep_the_match_nearest_each_cell_centre():
+    square = np.array([0.5, 0.5, 40.0])
+    matches = np.array([
+        [5.0, -3.0, 30.0, 20.0],   # A cell 0, 4.1 px off its centre (9, 1)
+        [9.0, 1.0, 40.0, 30.0],    # A cell 0 at its centre: this one wins
+        [29.0, 11.0, 15.0, 0.0],   # A cell 6 -> B cell 1
+        [29.0, 11.0, 50.0, 0.0],   # B point outside the crop: dropped
+    ], dtype=np.float32)
+    pairs = cell_pairs(matches[[0, 1, 2]], square, square, SIZE, 4)
+    assert pairs.tolist() == [[0, 15], [6, 1]]
+    assert cell_pairs(matches[[3]], square, square, SIZE, 4).shape == (0, 2)
+    with pytest.raises(ValueError, match=r"\[M, 4\]"):
+        cell_pairs(matches[:, :3], square, square, SIZE, 4)
+
+
+def test_a_few_training_steps_lower_the_correspondence_loss():
+    torch.manual_seed(0)
+    net = DenseFeatureNet(dim=8, crop=32)
+    images = torch.rand(4, 3, 32, 32)
+    shifted = torch.roll(images, shifts=(4, 4), dims=(2, 3))  # content moves one cell down-right
+    grid = net.grid
+    cells = [(r * grid + c, (r + 1) * grid + c + 1) for r in range(grid - 1) for c in range(grid - 1)]
+    targets = [np.array(cells, dtype=np.int64)] * 4
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for step in range(25):
+        loss = correspondence_loss(net(images), net(shifted), targets, 0.1, 32,
+                                   np.random.default_rng(step))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_loss_without_correspondences_is_zero_and_differentiable():
+    desc = torch.nn.functional.normalize(torch.rand(2, 4, 3, 3, requires_grad=True), dim=1)
+    empty = [np.zeros((0, 2), np.int64)] * 2
+    loss = correspondence_loss(desc, desc, empty, 0.1, 8, np.random.default_rng(0))
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+
+
+def test_dense_checkpoint_round_trip_and_damage(tmp_path):
+    torch.manual_seed(1)
+    net = DenseFeatureNet(dim=8, crop=32).eval()
+    save_dense(tmp_path, net, {"step": 3})
+    loaded, config = load_dense(tmp_path)
+    assert config["step"] == 3 and config["dim"] == 8
+    crops = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():  # float16 storage: descriptors agree closely, not bit for bit
+        torch.testing.assert_close(loaded(crops), net(crops), atol=5e-3, rtol=0)
+    weights = tmp_path / WEIGHTS_NAME
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(DenseCheckpointError, match="hash"):
+        load_dense(tmp_path)
+    with pytest.raises(DenseCheckpointError, match="not a dense checkpoint"):
+        load_dense(tmp_path / "missing")
+
+
+def grid_view(descriptors: np.ndarray, side: int = 10, cell: float = 4.0) -> DenseView:
+    ys, xs = np.mgrid[0:side, 0:side]
+    points = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * cell
+    return DenseView(descriptors, points, cell)
+
+
+def unit_rows(count: int, dim: int, seed: int) -> np.ndarray:
+    values = np.random.default_rng(seed).normal(size=(count, dim))
+    return (values / np.linalg.norm(values, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_verification_counts_geometrically_consistent_matches():
+    descriptors = unit_rows(100, 16, 0)
+    same = verify(grid_view(descriptors), grid_view(descriptors), RerankParams(min_similarity=0.9))
+    assert (same.matches, same.inliers) == (100, 100) and same.inlier_ratio == 1.0
+    # The same cells in a scrambled layout: every descriptor still matches, but no affine map
+    # explains where, so few matches are inliers.
+    scrambled = descriptors[np.random.default_rng(1).permutation(100)]
+    shuffled = verify(grid_view(descriptors), grid_view(scrambled), RerankParams(min_similarity=0.9))
+    assert shuffled.matches == 100 and shuffled.inliers < 25
+    other = verify(grid_view(descriptors), grid_view(unit_rows(100, 16, 2)),
+                   RerankParams(min_similarity=0.9))
+    assert other.matches == 0 and other.inliers == 0
+
+
+def test_rerank_score_formula_and_order_on_hand_computed_values():
+    params = RerankParams(weight=0.5, cap=10)
+    scores = rerank_scores(np.array([0.9, 0.8, 0.7]), np.array([0, 20, 4]), params)
+    np.testing.assert_allclose(scores, [0.9, 0.8 + 0.5, 0.7 + 0.5 * 0.4])
+    assert rerank_order(np.array([0.9, 0.8, 0.7]), np.array([0, 20, 4]), params).tolist() == [1, 0, 2]
+    # equal combined scores keep the global order
+    assert rerank_order(np.array([0.5, 0.5, 0.5]), np.zeros(3), params).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="invalid"):
+        RerankParams(cap=0)
+
+
+def tiny_reranker() -> Reranker:
+    torch.manual_seed(0)
+    locator = BlurAwareNet("test_byobnet", embedding_dim=8, blur_head=True, loc_head=True).eval()
+    return Reranker(DenseFeatureNet(dim=8, crop=32).eval(), locator, SIZE, RerankParams())
+
+
+def test_reranking_is_a_permutation_and_unreadable_candidates_keep_their_score():
+    reranker = tiny_reranker()
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, *SIZE, 3), np.uint8))
+    views = reranker.describe_pixels(pixels)
+    assert all(v.descriptors.shape[1] == 8 and len(v.points) == len(v.descriptors) for v in views)
+    candidates = [views[1], None, views[2], views[0], None]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5]
+    result = reranker.rerank(views[0], candidates, scores)
+    assert sorted(c.position for c in result) == [0, 1, 2, 3, 4]
+    for entry in result:
+        assert entry.global_score == scores[entry.position]
+        assert entry.verified == (candidates[entry.position] is not None)
+        if not entry.verified:
+            assert entry.inliers == 0 and entry.rerank_score == entry.global_score
+    assert [c.rerank_score for c in result] == sorted((c.rerank_score for c in result), reverse=True)
+    with pytest.raises(ValueError, match="candidates"):
+        reranker.rerank(views[0], candidates, scores[:2])
+
+
+def test_describing_items_reports_unreadable_files(tmp_path):
+    reranker = tiny_reranker()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    image = np.random.default_rng(1).integers(0, 256, (*SIZE, 3), np.uint8)
+    views, errors = reranker.describe_items([image, bad])
+    assert views[0] is not None and views[1] is None
+    assert len(errors) == 1 and errors[0][0] == 1 and "bad.png" in errors[0][1]
+
+
+def test_a_locator_without_localisation_head_is_refused():
+    locator = BlurAwareNet("test_byobnet", embedding_dim=8, blur_head=False, loc_head=False)
+    with pytest.raises(LocatorError, match="localisation head"):
+        Reranker(DenseFeatureNet(dim=8, crop=32), locator, SIZE, RerankParams())
