@@ -19,11 +19,24 @@ import click
 
 from indexer.build import build_index
 from indexer.cli_support import JsonErrorsCommand, model_load_errors, recorded_model
+from indexer.dense_cache import read_cache, size_summary
 from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import IndexStoreError, OutputPathError
 from indexer.gpu import DEVICES, resolve_device
 from indexer.grid import GridRow, draw_grid
 from indexer.index import IngestResult, RetrievalIndex, open_index
+from indexer.metadata import ids_column
+from indexer.rerank import RerankedQuery, rerank_search
+from indexer.rerank_cli import (
+    DEFAULT_DENSE,
+    MAX_LISTED_SKIPS,
+    cache_models,
+    cache_views,
+    dense_cache_info,
+    load_rerank_models,
+    locator_option,
+    shown_score,
+)
 from indexer.serve.cli import serve_command
 from indexer.shards import DEFAULT_SHARD_SIZE
 from indexer.sources import Source, printable, source_from
@@ -31,7 +44,6 @@ from indexer.store import check_writable_folder
 
 DEFAULT_MODEL = "blur-aware"
 EXIT_SKIPPED = 1
-MAX_LISTED_SKIPS = 20
 
 
 def load_embedder(model: str, device: str, batch_size: int) -> EmbedderLike:
@@ -82,9 +94,15 @@ def index_group() -> None:
 @_batch_option
 @click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE,
               show_default=True, help="Items per resumable embedding shard.")
+@click.option("--dense", is_flag=False, flag_value=DEFAULT_DENSE, default=None,
+              metavar="[PATH_OR_NAME]",
+              help="Also cache every image's dense view for `query --rerank`, made by this dense "
+                   f"checkpoint (alone: the shipped '{DEFAULT_DENSE}').")
+@locator_option
 @_quiet_option
 def build_command(src: Path, out_dir: Path, model: str, factory: str, device: str,
-                  batch_size: int, shard_size: int, quiet: bool) -> None:
+                  batch_size: int, shard_size: int, dense: str | None, locator: str,
+                  quiet: bool) -> None:
     """Index SRC (a folder of images or a manifest .parquet) into a new folder."""
     with _failures_as_click_errors():
         resolve_device(device)  # fail before the model is loaded
@@ -92,9 +110,13 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, device: st
         source = source_from(src)
         with model_load_errors(model):
             embedder = load_embedder(model, device, batch_size)
+        rerank = None if dense is None else load_rerank_models(dense, locator, device)
         index, result = build_index(source, embedder, out_dir, factory=factory, device=device,
                                     shard_size=shard_size, progress=not quiet,
                                     model_name=recorded_model(model))
+    if rerank is not None:
+        items = [source.items[i] for i in result.ordinals]
+        cache_views(index, rerank, result.ids, items, quiet)
     _finish_ingest(index, source, result, verb="indexed")
 
 
@@ -109,13 +131,18 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, device: st
 @_quiet_option
 def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates: bool,
                 device: str, batch_size: int, quiet: bool) -> None:
-    """Append the images or rows of SRC to the index in INDEX_DIR."""
+    """Append the images or rows of SRC to the index in INDEX_DIR (and their dense views to its
+    dense cache, when it has one)."""
     with _failures_as_click_errors():
         index = open_index(index_dir, mmap=False, device=device)
         source = source_from(src)
         embedder = _load_for(index, model, device, batch_size)
+        rerank = cache_models(index_dir, device)
         result = index.add(source, embedder, progress=not quiet, allow_duplicates=allow_duplicates)
         index.save()
+    if rerank is not None:
+        items = [source.items[i] for i in result.ordinals]
+        cache_views(index, rerank, result.ids, items, quiet, keep=ids_column(index.metadata))
     _finish_ingest(index, source, result, verb="added")
 
 
@@ -143,6 +170,7 @@ def info_command(index_dir: Path, as_json: bool) -> None:
         info = open_index(index_dir, mmap=True, device="cpu").info()
     except IndexStoreError as error:
         raise click.UsageError(str(error)) from error
+    info["dense_cache"] = dense_cache_info(index_dir)
     click.echo(json.dumps(info, indent=2) if as_json else _format_info(info))
 
 
@@ -154,12 +182,17 @@ def info_command(index_dir: Path, as_json: bool) -> None:
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a PNG contact sheet of each query and its hits.")
 @click.option("--model", default=None, help="Defaults to the model that built the index.")
+@click.option("--rerank", "rerank_k", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Re-rank the top K hits by geometric verification against the query.")
+@click.option("--dense", default=DEFAULT_DENSE, show_default=True,
+              help="Dense checkpoint (folder or shipped name) that --rerank verifies with.")
+@locator_option
 @_device_option
 @_batch_option
 @_quiet_option
 def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bool,
-                  grid: Path | None, model: str | None, device: str, batch_size: int,
-                  quiet: bool) -> None:
+                  grid: Path | None, model: str | None, rerank_k: int | None, dense: str,
+                  locator: str, device: str, batch_size: int, quiet: bool) -> None:
     """Search INDEX_DIR with images (files, or folders searched recursively)."""
     try:
         index = open_index(index_dir, mmap=True, device=device)
@@ -172,24 +205,30 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
         except OutputPathError as error:
             raise click.BadParameter(str(error), param_hint="--grid") from error
     items, skipped = _expand_queries(queries)
-    answered: list[tuple[str, list[dict[str, Any]]]] = []
+    answered: list[tuple[str, list[dict[str, Any]], str | None]] = []
     sheet: list[GridRow] = []
     if items:
+        rerank = None if rerank_k is None else load_rerank_models(dense, locator, device)
+        paths = [path for _, path in items]
         try:
             embedder = _load_for(index, model, device, batch_size)
-            found = index.search_images([path for _, path in items], embedder, k,
-                                        progress=not quiet)
+            found = (index.search_images(paths, embedder, k, progress=not quiet) if rerank is None
+                     else rerank_search(index, paths, embedder, rerank[0], k, rerank_k,
+                                        read_cache(index_dir, rerank[1]), progress=not quiet))
         except IndexStoreError as error:
             raise click.UsageError(str(error)) from error
         skipped += [(items[i][0], items[i][1], message) for i, message in found.errors]
-        answered = [(items[r.item][1], [h.to_json() for h in r.hits]) for r in found.results]
-        sheet = [GridRow(items[r.item][1], [(h.file, h.score) for h in r.hits])
+        answered = [(items[r.item][1], [h.to_json() for h in r.hits],
+                     r.skipped if isinstance(r, RerankedQuery) else None) for r in found.results]
+        sheet = [GridRow(items[r.item][1], [(h.file, shown_score(h)) for h in r.hits])
                  for r in found.results]
     skipped.sort(key=lambda entry: entry[0])
     grid_error = _write_grid(sheet, grid) if grid is not None and sheet else None
     if as_json:
         answer: dict[str, Any] = {
-            "results": [{"query": printable(query), "hits": hits} for query, hits in answered],
+            "results": [{"query": printable(query), "hits": hits,
+                         **({} if note is None else {"rerank": printable(f"skipped: {note}")})}
+                        for query, hits, note in answered],
             "skipped": [{"path": printable(path), "error": printable(error)}
                         for _, path, error in skipped],
         }
@@ -261,12 +300,19 @@ def _expand_queries(queries: Sequence[str]
     return items, skipped
 
 
-def _print_answers(answered: list[tuple[str, list[dict[str, Any]]]],
+def _print_answers(answered: list[tuple[str, list[dict[str, Any]], str | None]],
                    skipped: list[tuple[int, str, str]]) -> None:
-    for query, hits in answered:
+    for query, hits, note in answered:
         click.echo(printable(query))
+        if note is not None:
+            click.echo(printable(f"  re-ranking skipped: {note}"))
         for hit in hits:
-            click.echo(f"  {hit['rank']:>4}  {hit['score']:.4f}  id {hit['id']:<8} {hit['path']}")
+            verified = ""
+            if "rerank_score" in hit:
+                inliers = "-" if hit["verified_inliers"] is None else hit["verified_inliers"]
+                verified = f"  rerank {hit['rerank_score']:.4f}  inliers {inliers:>4}"
+            click.echo(f"  {hit['rank']:>4}  {hit['score']:.4f}{verified}  id {hit['id']:<8} "
+                       f"{hit['path']}")
     for _, _, error in skipped:  # messages name their file
         click.echo(f"skipped: {printable(error)}", err=True)
 
@@ -306,7 +352,17 @@ def _format_info(info: dict[str, Any]) -> str:
         "created": info["created"],
         "updated": f"{info['updated']} (generation {info['generation']})",
         "memory-mapped": "yes" if info["memory_mapped"] else "no",
+        "dense cache": _format_cache(info["dense_cache"]),
         "format version": info["format_version"],
     }
     width = max(len(key) for key in lines)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in lines.items())
+
+
+def _format_cache(cache: dict[str, Any] | None) -> str:
+    if cache is None:
+        return "none"
+    if "error" in cache:
+        return cache["error"]
+    return (f"{size_summary(cache['views'], cache['bytes'])} ({cache['bytes']} bytes; "
+            f"dense {cache['dense']}, locator {cache['locator']})")

@@ -57,6 +57,9 @@ class Hit:
     id: int
     score: float  # inner product of unit vectors: cosine similarity
     row: dict[str, Any]  # the metadata row: path and every label column
+    # Set by re-ranking (`indexer.rerank`) only, so a plain search answers as it always did.
+    verified_inliers: int | None = None  # None there: the candidate could not be verified
+    rerank_score: float | None = None
 
     @property
     def path(self) -> str | None:
@@ -70,8 +73,13 @@ class Hit:
         return file_path(self.row)
 
     def to_json(self) -> dict[str, Any]:
-        """The hit as `query --json` and the HTTP API print it."""
-        return {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
+        """The hit as `query --json` and the HTTP API print it; a re-ranked hit adds its inliers
+        (null when unverified) and re-ranking score."""
+        answer = {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
+        if self.rerank_score is not None:
+            answer.update(verified_inliers=self.verified_inliers,
+                          rerank_score=round(self.rerank_score, 6))
+        return answer
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
@@ -61,7 +62,7 @@ def load_dense(path_or_name: str | Path = SHIPPED_DENSE, device: str | torch.dev
         state = {key: value.float() if value.is_floating_point() else value
                  for key, value in load_safetensors_bytes(data).items()}
         net.load_state_dict(state)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
         raise DenseCheckpointError(f"{directory}: unusable dense checkpoint: {error}") from error
     if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
         raise DenseCheckpointError(f"{directory / WEIGHTS_NAME}: weights do not match the hash "

@@ -1,0 +1,318 @@
+"""`query --rerank`, `rerank_search` and the dense cache, with tiny untrained networks.
+
+The fake embedder ranks by random vectors; the re-ranker is real (a tiny dense net and a tiny
+locator), so two decodings of the same pixels give the same view and verify with ~all their
+cells as inliers, while different noise images share only a handful. With weight 2 and cap 100
+that lifts the same picture by 2.0 and any other image by well under 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from test_index_fakes import PNG_MAGIC, FakeEmbedder, virtual_source, write_pngs
+
+from indexer import cli, rerank_cli
+from indexer.api import RerankedQuery, build_index, open_index, rerank_search, source_from_paths
+from indexer.dense_cache import ViewModels, cache_path, open_cache, write_cache
+from indexer.errors import InvalidQueryError
+from retrieval.model import BlurAwareNet, save_checkpoint
+from retrieval.rerank.dense_checkpoint import save_dense
+from retrieval.rerank.dense_net import DenseFeatureNet
+from retrieval.rerank.reranker import Reranker
+from retrieval.rerank.verify import RerankParams
+
+REAL_LOAD_RERANKER = rerank_cli.load_reranker
+MODELS = ViewModels("dense", "blur-aware", "a" * 64, "locator-a")
+OTHER_DENSE = ViewModels("dense", "blur-aware", "b" * 64, "locator-a")
+SAME_PICTURE_BONUS = 2.0  # weight 2 x min(inliers, 100) / 100 with >= 100 inliers
+
+
+@pytest.fixture(scope="module")
+def reranker() -> Reranker:
+    torch.manual_seed(0)
+    locator = BlurAwareNet("test_byobnet", embedding_dim=16).eval()
+    return Reranker(DenseFeatureNet(dim=8).eval(), locator, (32, 48),
+                    RerankParams(weight=SAME_PICTURE_BONUS, cap=100))
+
+
+@pytest.fixture(autouse=True)
+def tiny_models(monkeypatch: pytest.MonkeyPatch, reranker: Reranker) -> None:
+    monkeypatch.setattr(cli, "load_embedder", lambda *args: FakeEmbedder())
+    monkeypatch.setattr(rerank_cli, "load_reranker", lambda *args: (reranker, MODELS))
+
+
+def _build(tmp_path: Path, *extra: str) -> tuple[Path, list[Path]]:
+    paths = write_pngs(tmp_path / "db", 6)
+    result = CliRunner().invoke(cli.index_group, ["build", str(tmp_path / "db"), "--out",
+                                                  str(tmp_path / "idx"), "-q", *extra])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "idx", paths
+
+
+def _query(*args: str) -> dict:
+    result = CliRunner().invoke(cli.query_command, [*args, "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    (answer,) = json.loads(result.stdout)["results"]
+    return answer
+
+
+def _ids(hits: list[dict]) -> list[int]:
+    return [hit["id"] for hit in hits]
+
+
+def _same_pixels_other_bytes(path: Path, out: Path) -> Path:
+    """A copy the fake embedder gives another vector (other bytes), the re-ranker the same view."""
+    with Image.open(path) as image:
+        image.save(out, compress_level=0)
+    assert out.read_bytes() != path.read_bytes()
+    return out
+
+
+def test_hits_gain_inliers_and_rerank_score_with_renumbered_ranks(tmp_path: Path) -> None:
+    index_dir, paths = _build(tmp_path)
+    answer = _query(str(index_dir), str(paths[0]), "-k", "3", "--rerank", "6")
+    hits = answer["hits"]
+    assert "rerank" not in answer
+    assert [set(hit) for hit in hits] == [{"rank", "id", "path", "score", "verified_inliers",
+                                           "rerank_score"}] * 3
+    assert [hit["rank"] for hit in hits] == [1, 2, 3]
+    assert hits[0]["path"] == str(paths[0].resolve()) and hits[0]["verified_inliers"] >= 100
+    assert hits[0]["rerank_score"] == pytest.approx(hits[0]["score"] + SAME_PICTURE_BONUS, abs=1e-5)
+    assert all(isinstance(hit["verified_inliers"], int) for hit in hits)
+    scores = [hit["rerank_score"] for hit in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_reranking_permutes_the_global_top_k_and_keeps_the_rest(tmp_path: Path) -> None:
+    index_dir, paths = _build(tmp_path)
+    query = _same_pixels_other_bytes(paths[3], tmp_path / "copy.png")
+    plain = _query(str(index_dir), str(query), "-k", "6")["hits"]
+    target = next(hit for hit in plain if hit["path"] == str(paths[3].resolve()))
+    assert 1 < target["rank"] <= 3, "precondition: the global vector does not find it first"
+    hits = _query(str(index_dir), str(query), "-k", "6", "--rerank", "3")["hits"]
+    assert hits[0]["id"] == target["id"], "verification lifts the same picture to rank 1"
+    assert sorted(_ids(hits[:3])) == sorted(_ids(plain[:3]))
+    assert [hit["rank"] for hit in hits] == [1, 2, 3, 4, 5, 6]
+    for before, after in zip(plain[3:], hits[3:]):
+        assert (after["id"], after["score"], after["rank"]) == (before["id"], before["score"],
+                                                                before["rank"])
+        assert after["verified_inliers"] is None and after["rerank_score"] == before["score"]
+
+
+def test_text_and_grid_show_the_reranked_order(tmp_path: Path) -> None:
+    index_dir, paths = _build(tmp_path)
+    query = _same_pixels_other_bytes(paths[3], tmp_path / "copy.png")
+    result = CliRunner().invoke(cli.query_command, [str(index_dir), str(query), "-k", "2",
+                                                    "--rerank", "6", "--grid", str(tmp_path / "g.png")])
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[1]
+    assert "inliers" in first and first.endswith(str(paths[3].resolve()))
+    assert (tmp_path / "g.png").is_file()
+
+
+def test_a_query_the_dense_stage_cannot_read_keeps_the_global_ranking(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    index_dir, _ = _build(tmp_path)
+    odd = tmp_path / "odd.png"  # the fake embedder only checks the signature; decoding fails
+    odd.write_bytes(PNG_MAGIC + b"no image data")
+    plain = _query(str(index_dir), str(odd), "-k", "4")["hits"]
+    with caplog.at_level(logging.WARNING):
+        answer = _query(str(index_dir), str(odd), "-k", "4", "--rerank", "4")
+    assert answer["rerank"].startswith("skipped: ") and str(odd) in answer["rerank"]
+    assert [(h["id"], h["score"], h["rank"]) for h in answer["hits"]] == [
+        (h["id"], h["score"], h["rank"]) for h in plain]
+    assert all(h["verified_inliers"] is None and h["rerank_score"] == h["score"]
+               for h in answer["hits"])
+    assert "re-ranking skipped" in caplog.text and str(odd) in caplog.text
+
+
+def test_a_locator_failure_keeps_the_global_ranking(tmp_path: Path, reranker: Reranker,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = write_pngs(tmp_path / "db", 4)
+    index, _ = build_index(source_from_paths(paths), FakeEmbedder(), tmp_path / "idx", progress=False)
+
+    def fail(images: torch.Tensor) -> None:
+        raise RuntimeError("locator broke")
+
+    monkeypatch.setattr(reranker.locator, "forward", fail)
+    found = rerank_search(index, [paths[1]], FakeEmbedder(), reranker, k=4, rerank_k=2)
+    (result,) = found.results
+    assert isinstance(result, RerankedQuery)
+    assert result.skipped == "dense description failed (RuntimeError: locator broke)"
+    plain = index.search_images([paths[1]], FakeEmbedder(), 4).results[0].hits
+    assert [(h.id, h.score) for h in result.hits] == [(h.id, h.score) for h in plain]
+
+
+def test_a_candidate_whose_file_is_gone_keeps_its_global_score(tmp_path: Path) -> None:
+    index_dir, paths = _build(tmp_path)
+    paths[3].unlink()
+    plain = _query(str(index_dir), str(paths[0]), "-k", "6")["hits"]
+    hits = _query(str(index_dir), str(paths[0]), "-k", "6", "--rerank", "6")["hits"]
+    assert sorted(_ids(hits)) == sorted(_ids(plain)), "nothing dropped, nothing invented"
+    (gone,) = [hit for hit in hits if hit["path"] == str(paths[3].resolve())]
+    global_score = next(h["score"] for h in plain if h["id"] == gone["id"])
+    assert gone["verified_inliers"] is None and gone["rerank_score"] == gone["score"] == global_score
+    assert all(isinstance(hit["verified_inliers"], int) for hit in hits if hit is not gone)
+
+
+def test_rows_without_files_are_kept_unverified(tmp_path: Path, reranker: Reranker) -> None:
+    index, _ = build_index(virtual_source(4), FakeEmbedder(), tmp_path / "idx", progress=False)
+    (query,) = write_pngs(tmp_path / "q", 1)
+    (result,) = rerank_search(index, [query], FakeEmbedder(), reranker, k=4, rerank_k=4).results
+    plain = index.search_images([query], FakeEmbedder(), 4).results[0].hits
+    assert result.skipped is None
+    assert [(h.id, h.score, h.score, None) for h in plain] == [
+        (h.id, h.score, h.rerank_score, h.verified_inliers) for h in result.hits]
+
+
+def test_rerank_k_must_be_positive(tmp_path: Path, reranker: Reranker) -> None:
+    paths = write_pngs(tmp_path / "db", 2)
+    index, _ = build_index(source_from_paths(paths), FakeEmbedder(), tmp_path / "idx", progress=False)
+    with pytest.raises(InvalidQueryError, match="rerank_k"):
+        rerank_search(index, paths, FakeEmbedder(), reranker, k=1, rerank_k=0)
+
+
+def test_the_cache_holds_exactly_the_views_computed_on_demand(tmp_path: Path,
+                                                              reranker: Reranker) -> None:
+    write_pngs(tmp_path / "db", 6)
+    result = CliRunner().invoke(cli.index_group, ["build", str(tmp_path / "db"), "--out",
+                                                  str(tmp_path / "idx"), "-q", "--dense"])
+    assert result.exit_code == 0, result.output
+    size = cache_path(tmp_path / "idx").stat().st_size
+    assert f"dense cache: 6 views, {size / 1e6:.1f} MB" in result.stdout
+    index = open_index(tmp_path / "idx")
+    ids = np.arange(6)
+    expected, _ = reranker.describe_items([row["path"] for row in index.rows(ids)])
+    cache = open_cache(tmp_path / "idx")
+    assert cache is not None and cache.models == MODELS
+    for image_id, view in zip(ids, expected):
+        cached = cache.get(int(image_id))
+        assert np.array_equal(cached.descriptors, view.descriptors)
+        assert cached.descriptors.dtype == view.descriptors.dtype
+        assert np.array_equal(cached.points, view.points) and cached.cell_size == view.cell_size
+    assert cache.get(6) is None
+    info = json.loads(CliRunner().invoke(cli.index_group, ["info", str(tmp_path / "idx"),
+                                                           "--json"]).stdout)
+    assert info["dense_cache"] == {"views": 6, "bytes": size, "dense": "dense",
+                                   "locator": "blur-aware"}
+    text = CliRunner().invoke(cli.index_group, ["info", str(tmp_path / "idx")]).stdout
+    assert f"dense cache     6 views, {size / 1e6:.1f} MB ({size} bytes" in text
+
+
+def test_query_uses_the_cache_only_when_the_same_models_made_it(
+        tmp_path: Path, reranker: Reranker, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    index_dir, paths = _build(tmp_path)
+    (query_view,), _ = reranker.describe_items([paths[0]])
+    write_cache(index_dir, MODELS, list(range(6)), [query_view] * 6)  # every image "is" the query
+    forged = _query(str(index_dir), str(paths[0]), "-k", "6", "--rerank", "6")["hits"]
+    assert all(h["rerank_score"] == pytest.approx(h["score"] + SAME_PICTURE_BONUS, abs=1e-5)
+               for h in forged)
+    monkeypatch.setattr(rerank_cli, "load_reranker", lambda *args: (reranker, OTHER_DENSE))
+    with caplog.at_level(logging.WARNING):
+        ignored = _query(str(index_dir), str(paths[0]), "-k", "6", "--rerank", "6")["hits"]
+    assert "ignored" in caplog.text and "b" * 12 in caplog.text
+    bonus = [h["rerank_score"] - h["score"] for h in ignored]
+    assert bonus[0] == pytest.approx(SAME_PICTURE_BONUS, abs=1e-5) and max(bonus[1:]) < 1
+
+
+def test_a_damaged_cache_is_reported_and_views_are_computed(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    index_dir, paths = _build(tmp_path)
+    plain = _query(str(index_dir), str(paths[0]), "-k", "3", "--rerank", "6")
+    cache_path(index_dir).write_bytes(b"junk")
+    with caplog.at_level(logging.WARNING):
+        assert _query(str(index_dir), str(paths[0]), "-k", "3", "--rerank", "6") == plain
+    assert "unreadable dense cache" in caplog.text
+    info = json.loads(CliRunner().invoke(cli.index_group, ["info", str(index_dir), "--json"]).stdout)
+    assert "unreadable dense cache" in info["dense_cache"]["error"]
+
+
+def test_index_add_extends_the_cache(tmp_path: Path, reranker: Reranker) -> None:
+    index_dir, _ = _build(tmp_path, "--dense")
+    runner = CliRunner()
+    assert runner.invoke(cli.index_group, ["remove", str(index_dir), "--id", "1"]).exit_code == 0
+    more = write_pngs(tmp_path / "more", 3, seed=9)
+    added = runner.invoke(cli.index_group, ["add", str(index_dir), str(tmp_path / "more"), "-q"])
+    assert added.exit_code == 0, added.output
+    assert "dense cache: 8 views" in added.stdout, "5 kept, 1 removed, 3 added"
+    cache = open_cache(index_dir)
+    assert cache.ids.tolist() == [0, 2, 3, 4, 5, 6, 7, 8]
+    index = open_index(index_dir)
+    new_files = [row["path"] for row in index.rows(np.array([6, 7, 8]))]
+    assert sorted(new_files) == sorted(str(p.resolve()) for p in more)
+    expected, _ = reranker.describe_items(new_files)
+    for image_id, view in zip((6, 7, 8), expected):
+        assert np.array_equal(cache.get(image_id).descriptors, view.descriptors)
+
+
+def test_index_add_leaves_a_cache_whose_checkpoints_changed(tmp_path: Path, reranker: Reranker,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    index_dir, _ = _build(tmp_path, "--dense")
+    monkeypatch.setattr(rerank_cli, "load_reranker", lambda *args: (reranker, OTHER_DENSE))
+    write_pngs(tmp_path / "more", 2, seed=9)
+    added = CliRunner().invoke(cli.index_group, ["add", str(index_dir), str(tmp_path / "more"), "-q"])
+    assert added.exit_code == 0 and "added 2 of 2 items" in added.stdout
+    assert "not extended" in added.stderr and "now hold" in added.stderr
+    assert open_cache(index_dir).ids.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_index_add_without_a_cache_writes_none(tmp_path: Path) -> None:
+    index_dir, _ = _build(tmp_path)
+    write_pngs(tmp_path / "more", 2, seed=9)
+    added = CliRunner().invoke(cli.index_group, ["add", str(index_dir), str(tmp_path / "more"), "-q"])
+    assert added.exit_code == 0 and "dense cache" not in added.output
+    assert open_cache(index_dir) is None
+
+
+def test_rerank_zero_is_a_usage_error(tmp_path: Path) -> None:
+    index_dir, paths = _build(tmp_path)
+    result = CliRunner().invoke(cli.query_command, [str(index_dir), str(paths[0]), "-k", "2",
+                                                    "--rerank", "0"])
+    assert result.exit_code == 2 and "--rerank" in result.output
+
+
+@pytest.mark.parametrize("broken", ["missing", "no_config", "bad_weights"])
+def test_an_unusable_dense_checkpoint_is_a_usage_error(tmp_path: Path, broken: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rerank_cli, "load_reranker", REAL_LOAD_RERANKER)
+    index_dir, paths = _build(tmp_path)
+    dense = tmp_path / "dense_ckpt"
+    if broken != "missing":
+        dense.mkdir()
+    if broken == "bad_weights":
+        (dense / "dense.json").write_text(json.dumps({"dim": 8, "stride": 4, "crop": 64}))
+        (dense / "dense.safetensors").write_bytes(b"junk")
+    result = CliRunner().invoke(cli.query_command, [str(index_dir), str(paths[0]), "-k", "2",
+                                                    "--rerank", "2", "--dense", str(dense),
+                                                    "--device", "cpu"])
+    assert result.exit_code == 2 and f"--dense {dense}" in result.stderr
+    build = CliRunner().invoke(cli.index_group, ["build", str(tmp_path / "db"), "--out",
+                                                 str(tmp_path / "idx2"), "-q", "--dense", str(dense)])
+    assert build.exit_code == 2 and not (tmp_path / "idx2").exists()
+
+
+def test_real_checkpoints_are_recorded_by_path_and_hash(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rerank_cli, "load_reranker", REAL_LOAD_RERANKER)
+    torch.manual_seed(0)
+    dense_config = save_dense(tmp_path / "dense_ckpt", DenseFeatureNet(dim=8), {})
+    save_checkpoint(tmp_path / "locator", BlurAwareNet("test_byobnet", embedding_dim=16).eval(),
+                    {"image_size": [32, 48]})
+    options = ["--dense", str(tmp_path / "dense_ckpt"), "--locator", str(tmp_path / "locator"),
+               "--device", "cpu"]
+    index_dir, paths = _build(tmp_path, *options)
+    models = open_cache(index_dir).models
+    assert models.dense == str((tmp_path / "dense_ckpt").resolve())
+    assert models.locator == str((tmp_path / "locator").resolve())
+    assert models.dense_sha256 == dense_config["weights_sha256"]
+    hits = _query(str(index_dir), str(paths[0]), "-k", "2", "--rerank", "6", *options)["hits"]
+    assert hits[0]["path"] == str(paths[0].resolve()) and hits[0]["verified_inliers"] > 0
