@@ -31,8 +31,8 @@ from retrieval.sim.layout import BENCHMARK_LEVELS
 from retrieval.train.validation import build_validation_set
 
 WEIGHTS = (0.02, 0.05, 0.1, 0.2, 0.4, 1.0)
-CAPS = (4, 8, 16, 32)
-MIN_SIMILARITIES = (0.3, 0.5, 0.7)
+CAPS = (8, 16, 32, 64)
+MIN_SIMILARITIES = (0.8, 0.9, 0.95, 0.97)
 THRESHOLDS = (1.0, 1.5, 2.5)  # cells
 TOP_K = 100
 

@@ -13,11 +13,14 @@ from retrieval.rerank.dense_checkpoint import (
     load_dense,
     save_dense,
 )
-from retrieval.rerank.dense_data import cell_of, cell_pairs
+from retrieval.rerank.dense_data import PairSampler, cell_of, cell_pairs
 from retrieval.rerank.dense_net import DenseFeatureNet, cell_centres
 from retrieval.rerank.dense_train import correspondence_loss
 from retrieval.rerank.reranker import LocatorError, Reranker
 from retrieval.rerank.verify import DenseView, RerankParams, rerank_order, rerank_scores, verify
+from retrieval.sim.config import SimConfig
+from retrieval.sim.objects import global_instance_id, split_instance_id
+from retrieval.train.layers import LayerBank
 
 SIZE = (32, 48)
 
@@ -189,3 +192,33 @@ def test_a_locator_without_localisation_head_is_refused():
     locator = BlurAwareNet("test_byobnet", embedding_dim=8, blur_head=False, loc_head=False)
     with pytest.raises(LocatorError, match="localisation head"):
         Reranker(DenseFeatureNet(dim=8, crop=32), locator, SIZE, RerankParams())
+
+
+def fake_bank(categories: int, instances: int, trajectories: int) -> LayerBank:
+    ids = [global_instance_id(c, i) for c in range(categories) for i in range(instances)
+           for _ in range(trajectories)]
+    rows = len(ids)
+    return LayerBank(pixels=np.zeros((0, 4), np.uint8), offsets=np.zeros(rows + 1, np.int64),
+                     windows=np.zeros((rows, 4), np.int64), instance=np.array(ids, np.int64),
+                     trajectory=np.tile(np.arange(trajectories), rows // trajectories),
+                     exposure=np.zeros(rows, np.int64), blur_value=np.ones(rows, np.float32),
+                     box=np.full((rows, 4), 0.5, np.float32), image_size=SIZE)
+
+
+@pytest.mark.parametrize("per_category", [1, 3])
+def test_pairs_are_two_trajectories_of_one_instance_grouped_by_category(per_category):
+    bank = fake_bank(categories=5, instances=4, trajectories=3)
+    sampler = PairSampler(bank, SimConfig(), np.zeros((8, *SIZE, 3), np.uint8),
+                          per_category=per_category)
+    pairs = sampler.pairs(6, np.random.default_rng(0))
+    assert pairs == sampler.pairs(6, np.random.default_rng(0))  # seeded
+    instances = [int(bank.instance[a]) for a, _ in pairs]
+    assert len(set(instances)) == 6  # distinct instances
+    for a, b in pairs:
+        assert bank.instance[a] == bank.instance[b] and bank.trajectory[a] != bank.trajectory[b]
+    if per_category > 1:  # two categories, three instances each, in groups
+        categories = [split_instance_id(i)[0] for i in instances]
+        assert categories[:3] == [categories[0]] * 3 and categories[3:] == [categories[3]] * 3
+        assert categories[0] != categories[3]
+    with pytest.raises(ValueError, match="per_category"):
+        PairSampler(bank, SimConfig(), np.zeros((8, *SIZE, 3), np.uint8), per_category=0)

@@ -89,21 +89,40 @@ class PairBatch:
 class PairSampler:
     """Random training pairs (two trajectories of one instance) from the layer bank."""
 
-    def __init__(self, bank: LayerBank, config: SimConfig, backgrounds: np.ndarray, seed: int = 0
-                 ) -> None:
+    def __init__(self, bank: LayerBank, config: SimConfig, backgrounds: np.ndarray, seed: int = 0,
+                 per_category: int = 1) -> None:
+        if per_category < 1:
+            raise ValueError(f"per_category must be at least 1, got {per_category}")
         self.bank, self.config, self.backgrounds, self.seed = bank, config, backgrounds, seed
+        self.per_category = per_category
         by_instance: dict[int, list[int]] = {}
         for row, instance in enumerate(bank.instance.tolist()):
             by_instance.setdefault(int(instance), []).append(row)
-        self.instances = [rows for rows in by_instance.values()
-                          if len(set(bank.trajectory[rows].tolist())) > 1]
-        if not self.instances:
+        usable = {instance: rows for instance, rows in by_instance.items()
+                  if len(set(bank.trajectory[rows].tolist())) > 1}
+        if not usable:
             raise ValueError("the layer bank has no instance with two trajectories")
+        self.instances = list(usable.values())
+        by_category: dict[int, list[int]] = {}
+        for position, instance in enumerate(usable):
+            by_category.setdefault(split_instance_id(instance)[0], []).append(position)
+        self.categories = [group for group in by_category.values() if len(group) >= per_category]
+
+    def _instance_positions(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """`count` distinct instances: at random, or `per_category` at a time from one category,
+        so each batch holds look-alikes (same shape and style, other texture) as negatives."""
+        if self.per_category == 1:
+            return rng.choice(len(self.instances), size=count, replace=False)
+        groups = -(-count // self.per_category)
+        categories = rng.choice(len(self.categories), size=groups, replace=False)
+        picked = [rng.choice(self.categories[c], size=self.per_category, replace=False)
+                  for c in categories]
+        return np.concatenate(picked)[:count]
 
     def pairs(self, count: int, rng: np.random.Generator) -> list[tuple[int, int]]:
         """`count` (row A, row B) bank rows: one instance each, different trajectories."""
         chosen = []
-        for position in rng.choice(len(self.instances), size=count, replace=False):
+        for position in self._instance_positions(count, rng):
             rows = np.asarray(self.instances[position])
             row_a = int(rng.choice(rows))
             others = rows[self.bank.trajectory[rows] != self.bank.trajectory[row_a]]

@@ -48,6 +48,7 @@ class DenseTrainSettings:
     stride: int = 4
     temperature: float = 0.1
     cells_per_pair: int = 48  # correspondences drawn per pair and step
+    per_category: int = 4  # instances drawn together from one category (look-alike negatives)
     val_pairs: int = 300
     val_every: int = 200
     seed: int = 0
@@ -109,7 +110,7 @@ def train_dense(settings: DenseTrainSettings, progress: bool = True) -> dict:
     _, stream, fingerprint = open_composite_stream(manifest, (config.height, config.width), False,
                                                    settings.seed, progress)
     sampler = PairSampler(stream.bank, config, background_bank(config.height, config.width, 256),
-                          settings.seed)
+                          settings.seed, settings.per_category)
     net = DenseFeatureNet(settings.dim, settings.stride).to(device)
     val = build_val_pairs(manifest, config, settings.val_pairs, net.grid, settings.seed)
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
