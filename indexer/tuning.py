@@ -26,19 +26,41 @@ def sample_queries(n: int, exclude: np.ndarray, count: int = MAX_QUERIES,
     return np.sort(np.random.default_rng(seed).choice(pool, size=size, replace=False))
 
 
+TIE_TOLERANCE = 1e-6  # inner products this close to the k-th exact one are ties with it
+
+
+def exact_top_k(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the exact top-k by inner product, best first."""
+    scores, positions = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return scores, ids[positions]
+
+
 def exact_neighbours(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
                      ) -> np.ndarray:
     """Ids of the exact top-k by inner product: the ground truth recall is measured against."""
-    _, positions = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-    return ids[positions]
+    return exact_top_k(vectors, ids, queries, k)[1]
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over rows of |found ∩ truth| / k; missing results (-1) count as misses."""
+def recall_at_k(found: np.ndarray, truth: np.ndarray, found_scores: np.ndarray | None = None,
+                cutoff_scores: np.ndarray | None = None) -> float:
+    """Mean over rows of |found ∩ truth| / k; missing results (-1) count as misses.
+
+    With `found_scores` and `cutoff_scores` (per row, the exact k-th score), a found result whose
+    score ties the cutoff counts too: when equal scores straddle rank k, exact search keeps an
+    arbitrary member of the tie, and an index that keeps another one has missed nothing.
+    """
     if found.shape != truth.shape:
         raise ValueError(f"found {found.shape} and truth {truth.shape} must have the same shape")
-    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2) & (found >= 0)
-    return float(hits.sum() / truth.size)
+    if (found_scores is None) != (cutoff_scores is None):
+        raise ValueError("give both found_scores and cutoff_scores, or neither")
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2)
+    if found_scores is not None:
+        if found_scores.shape != found.shape or cutoff_scores.shape != (len(found),):
+            raise ValueError(f"found_scores {found_scores.shape} must be {found.shape} and "
+                             f"cutoff_scores {cutoff_scores.shape} ({len(found)},)")
+        hits |= found_scores >= cutoff_scores[:, None] - TIE_TOLERANCE
+    return float((hits & (found >= 0)).sum() / truth.size)
 
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
@@ -46,17 +68,19 @@ def set_nprobe(index: faiss.Index, nprobe: int) -> None:
 
 
 def tune_nprobe(index: faiss.Index, truth: np.ndarray, queries: np.ndarray,
-                target: float = TARGET_RECALL) -> tuple[int, float]:
+                target: float = TARGET_RECALL, cutoff_scores: np.ndarray | None = None
+                ) -> tuple[int, float]:
     """Smallest power-of-two nprobe whose recall reaches `target` (or all lists if none does).
 
-    Leaves `index` set to the chosen nprobe and returns it with the recall measured there.
+    Leaves `index` set to the chosen nprobe and returns it with the recall measured there
+    (tie-tolerant when the exact k-th scores `cutoff_scores` are given, see `recall_at_k`).
     """
     nlist = faiss.extract_index_ivf(index).nlist
     nprobe = 1
     while True:
         set_nprobe(index, nprobe)
-        _, found = index.search(queries, truth.shape[1])
-        recall = recall_at_k(found, truth)
+        scores, found = index.search(queries, truth.shape[1])
+        recall = recall_at_k(found, truth, None if cutoff_scores is None else scores, cutoff_scores)
         if recall >= target or nprobe >= nlist:
             return nprobe, recall
         nprobe = min(nprobe * 2, nlist)
@@ -70,14 +94,15 @@ def tune_index(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray,
         return {}
     k = min(k, len(vectors))
     queries = vectors[sample_queries(len(vectors), training)]
-    truth = exact_neighbours(vectors, ids, queries, k)
+    exact_scores, truth = exact_top_k(vectors, ids, queries, k)
+    cutoff = exact_scores[:, -1]
     tuned: dict[str, Any] = {"recall_k": k, "queries": len(queries), "measured_on": len(vectors)}
     if faiss.try_extract_index_ivf(index) is not None:
-        nprobe, recall = tune_nprobe(index, truth, queries, target)
+        nprobe, recall = tune_nprobe(index, truth, queries, target, cutoff)
         tuned.update(nprobe=nprobe, target=target)
     else:
-        _, found = index.search(queries, k)
-        recall = recall_at_k(found, truth)
+        scores, found = index.search(queries, k)
+        recall = recall_at_k(found, truth, scores, cutoff)
     tuned["recall"] = recall
     return tuned
 

@@ -14,7 +14,14 @@ from indexer.api import build_index, open_index
 from indexer.cli import index_group
 from indexer.errors import InvalidFactoryError
 from indexer.factory import auto_factory, create_index, ivf_list_count, training_positions
-from indexer.tuning import exact_neighbours, recall_at_k, sample_queries, tune_nprobe
+from indexer.tuning import (
+    exact_neighbours,
+    exact_top_k,
+    recall_at_k,
+    sample_queries,
+    tune_index,
+    tune_nprobe,
+)
 
 DIM = 16
 
@@ -106,6 +113,34 @@ def test_recall_on_a_hand_computed_case() -> None:
     assert recall_at_k(found, truth) == pytest.approx((3 / 4 + 1 / 4) / 2)
     with pytest.raises(ValueError, match="same shape"):
         recall_at_k(found[:, :2], truth)
+
+
+def test_recall_counts_a_result_tied_with_the_exact_cutoff() -> None:
+    # Row 0: ids 3 and 9 score 0.5 like the exact 4th (id 4): exact search kept 4, the index 9.
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = np.array([[1, 2, 3, 9], [5, 6, 7, 10]])
+    found_scores = np.array([[0.9, 0.8, 0.5, 0.5], [0.9, 0.8, 0.7, 0.5]], dtype=np.float32)
+    cutoff = np.array([0.5, 0.6], dtype=np.float32)  # row 1: id 10 (0.5) is below the 4th (0.6)
+    assert recall_at_k(found, truth) == pytest.approx((3 / 4 + 3 / 4) / 2)
+    assert recall_at_k(found, truth, found_scores, cutoff) == pytest.approx((1 + 3 / 4) / 2)
+    with pytest.raises(ValueError, match="both"):
+        recall_at_k(found, truth, found_scores)
+
+
+def test_tuning_reports_full_recall_when_the_index_returns_other_members_of_a_tie() -> None:
+    # 300 copies of one vector: every query's exact top 100 is an arbitrary 100 of them.
+    vectors = np.concatenate([np.tile(np.eye(4, dtype=np.float32)[:1], (300, 1)),
+                              np.eye(4, dtype=np.float32)[1:]])
+    index, _ = create_index("IDMap2,Flat", 4)
+    ids = np.arange(len(vectors), dtype=np.int64)[::-1].copy()  # stored in another order
+    index.add_with_ids(vectors[::-1].copy(), ids)
+    tuned = tune_index(index, vectors, np.arange(len(vectors), dtype=np.int64),
+                       np.zeros(0, np.int64), k=100)
+    assert tuned == {}  # exact indexes are not tuned
+    scores, truth = exact_top_k(vectors, np.arange(len(vectors), dtype=np.int64), vectors[:5], 100)
+    found_scores, found = index.search(vectors[:5], 100)
+    assert recall_at_k(found, truth) < 1.0
+    assert recall_at_k(found, truth, found_scores, scores[:, -1]) == 1.0
 
 
 def test_query_sample_avoids_the_training_sample() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from retrieval.rerank.dense_net import STRIDES
+from retrieval.rerank.dense_net import DENSE_CROP, STRIDES
 
 
 @click.command("train-dense")
@@ -21,6 +21,8 @@ from retrieval.rerank.dense_net import STRIDES
               help="Descriptor size per cell.")
 @click.option("--stride", type=click.Choice([str(s) for s in STRIDES]), default="4",
               show_default=True, help="Image pixels of the crop per descriptor cell.")
+@click.option("--crop", type=click.IntRange(min=16), default=DENSE_CROP, show_default=True,
+              help="Side in pixels of the object crop described (a multiple of 8).")
 @click.option("--per-category", type=click.IntRange(min=1), default=4, show_default=True,
               help="Instances drawn together from one category, as look-alike negatives.")
 @click.option("--val-every", type=click.IntRange(min=1), default=200, show_default=True)
@@ -30,7 +32,7 @@ from retrieval.rerank.dense_net import STRIDES
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_dense_command(data_dir: Path, out_dir: Path, steps: int, pairs: int, lr: float, dim: int,
-                        stride: str, per_category: int, val_every: int, seed: int, device: str,
+                        stride: str, crop: int, per_category: int, val_every: int, seed: int, device: str,
                         resume: bool, quiet: bool) -> None:
     """Train blur-invariant dense descriptors on DATA_DIR's training instances (a `synth` data
     set: its train layer bank and simulator settings; val rows for validation)."""
@@ -38,7 +40,7 @@ def train_dense_command(data_dir: Path, out_dir: Path, steps: int, pairs: int, l
     from retrieval.train.errors import TrainDataError
 
     settings = DenseTrainSettings(str(data_dir), str(out_dir), steps=steps, pairs=pairs, lr=lr,
-                                  dim=dim, stride=int(stride), per_category=per_category,
+                                  dim=dim, stride=int(stride), crop=crop, per_category=per_category,
                                   val_every=val_every, seed=seed, device=device, resume=resume)
     try:
         summary = train_dense(settings, progress=not quiet)

@@ -26,7 +26,7 @@ from retrieval.devices import resolve_device
 from retrieval.fileio import atomic_path
 from retrieval.rerank.dense_checkpoint import save_dense
 from retrieval.rerank.dense_data import PairBatch, PairSampler
-from retrieval.rerank.dense_net import DenseFeatureNet, object_crops
+from retrieval.rerank.dense_net import DENSE_CROP, DenseFeatureNet, object_crops
 from retrieval.rerank.dense_val import build_val_pairs, match_accuracy
 from retrieval.sim.config import SimConfig
 from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
@@ -46,6 +46,7 @@ class DenseTrainSettings:
     lr: float = 2e-3
     dim: int = 32
     stride: int = 4
+    crop: int = DENSE_CROP  # side of the object crop the network describes
     temperature: float = 0.1
     cells_per_pair: int = 48  # correspondences drawn per pair and step
     per_category: int = 4  # instances drawn together from one category (look-alike negatives)
@@ -111,7 +112,7 @@ def train_dense(settings: DenseTrainSettings, progress: bool = True) -> dict:
                                                    settings.seed, progress)
     sampler = PairSampler(stream.bank, config, background_bank(config.height, config.width, 256),
                           settings.seed, settings.per_category)
-    net = DenseFeatureNet(settings.dim, settings.stride).to(device)
+    net = DenseFeatureNet(settings.dim, settings.stride, settings.crop).to(device)
     val = build_val_pairs(manifest, config, settings.val_pairs, net.grid, settings.seed)
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
     state = _load_state(out, settings, net, optimiser) if settings.resume else None
