@@ -19,39 +19,29 @@ from benchmark.evaluate import Evaluation, MethodRun
 from benchmark.protocol import BenchmarkSet
 from benchmark.ranking import ExactResult
 from benchmark.scoring import per_query_metrics, stratify
+from indexer.rerank import describe_all
 from retrieval.rerank.reranker import Reranker
 from retrieval.rerank.verify import DenseView
-
-DESCRIBE_CHUNK = 256  # images loaded and described together
 
 
 def rerank_name(name: str, k: int) -> str:
     return f"{name} +rerank{k}"
 
 
-def describe_rows(reranker: Reranker, rows: Any, positions: np.ndarray, desc: str, progress: bool
+def describe_rows(reranker: Reranker, rows: Any, positions: np.ndarray, progress: bool
                   ) -> dict[int, DenseView | None]:
-    """Dense views of `rows[positions]` (None where an image could not be read)."""
-    views: dict[int, DenseView | None] = {}
-    bar = tqdm(total=len(positions), unit="img", desc=desc, disable=not progress)
-    for start in range(0, len(positions), DESCRIBE_CHUNK):
-        chunk = [int(p) for p in positions[start:start + DESCRIBE_CHUNK]]
-        described, _ = reranker.describe_items([rows[p] for p in chunk])
-        views.update(zip(chunk, described))
-        bar.update(len(chunk))
-    bar.close()
-    return views
+    """Dense views of `rows[positions]` by position (None where an image could not be read)."""
+    views, _ = describe_all(reranker, [rows[int(p)] for p in positions], progress)
+    return dict(zip((int(p) for p in positions), views))
 
 
 def add_reranked_runs(bench: BenchmarkSet, evaluation: Evaluation, reranker: Reranker, k: int,
                       progress: bool = True) -> None:
     """Append a re-ranked run after each method's run, timing each stage."""
     started = time.perf_counter()
-    query_views = describe_rows(reranker, bench.queries, evaluation.query_rows, "describe queries",
-                                progress)
+    query_views = describe_rows(reranker, bench.queries, evaluation.query_rows, progress)
     needed = np.unique(np.concatenate([run.ranked_ids[:, :k].ravel() for run in evaluation.runs]))
-    database_views = describe_rows(reranker, bench.database, needed[needed >= 0],
-                                   "describe candidates", progress)
+    database_views = describe_rows(reranker, bench.database, needed[needed >= 0], progress)
     evaluation.timings[f"rerank: describe {len(query_views)} queries and {len(database_views)} "
                        "candidates"] = time.perf_counter() - started
     runs = []

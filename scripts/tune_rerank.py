@@ -24,27 +24,21 @@ import numpy as np
 from retrieval.embed import load_embedder
 from retrieval.fileio import write_json_atomic
 from retrieval.manifest import manifest_items
-from retrieval.metrics import ap_at_k_standard, mean_by_group, rank_by_scores, relevance_matrix
+from retrieval.metrics import rank_by_scores
 from retrieval.rerank.reranker import load_reranker
 from retrieval.rerank.verify import RerankParams, rerank_order, verify
-from retrieval.sim.layout import BENCHMARK_LEVELS
-from retrieval.train.validation import build_validation_set
+from retrieval.train.validation import TOP_K, build_validation_set, score_ranking
 
 WEIGHTS = (0.02, 0.05, 0.1, 0.2, 0.4, 1.0)
 CAPS = (8, 16, 32, 64)
 MIN_SIMILARITIES = (0.8, 0.9, 0.95, 0.97)
 THRESHOLDS = (1.0, 1.5, 2.5)  # cells
-TOP_K = 100
 
 
 def _map(ranked: np.ndarray, query_labels: np.ndarray, database_labels: np.ndarray,
          levels: np.ndarray) -> dict:
-    relevant = relevance_matrix(ranked, query_labels, database_labels)
-    positives = (query_labels[:, None] == database_labels[None, :]).sum(axis=1)
-    ap = ap_at_k_standard(relevant, positives, TOP_K)
-    by_level = mean_by_group(ap, levels, BENCHMARK_LEVELS)
-    return {"all": float(np.nanmean(ap)),
-            **{str(level): by_level[level]["mean"] for level in BENCHMARK_LEVELS}}
+    overall, per_level = score_ranking(ranked, query_labels, database_labels, levels)
+    return {"all": overall["mean"], **per_level}
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch
 from retrieval.model.crop import square_crop_boxes
 from retrieval.sim.camera import CAMERA_CURVES
 from retrieval.sim.config import SimConfig
-from retrieval.sim.correspondence import correspondences, exposure_surface_map
+from retrieval.sim.correspondence import ImageKey, correspondences_for_pair
 from retrieval.sim.objects import split_instance_id
 from retrieval.sim.render import compose_layers
 from retrieval.train.layers import LayerBank
@@ -139,16 +139,16 @@ class PairSampler:
         squares = _squares(boxes, self.bank.image_size)
         targets = []
         for index, (row_a, row_b) in enumerate(pairs):
-            matches = correspondences(self._surface(row_a), self._surface(row_b), MATCH_TOLERANCE)
+            matches = correspondences_for_pair(self.config, self._key(row_a), self._key(row_b),
+                                               MATCH_TOLERANCE)
             targets.append(cell_pairs(matches, squares[2 * index], squares[2 * index + 1],
                                       self.bank.image_size, grid))
         boxes_t = torch.from_numpy(boxes)
         return PairBatch(images[0::2], images[1::2], boxes_t[0::2], boxes_t[1::2], targets)
 
-    def _surface(self, row: int):
+    def _key(self, row: int) -> ImageKey:
         category, local = split_instance_id(int(self.bank.instance[row]))
-        return exposure_surface_map(self.config, category, local, int(self.bank.trajectory[row]),
-                                    int(self.bank.exposure[row]))
+        return category, local, int(self.bank.trajectory[row]), int(self.bank.exposure[row])
 
     def _compose(self, rows: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         layers = torch.stack([self.bank.layer(int(row)) for row in rows])

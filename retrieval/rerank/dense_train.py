@@ -10,7 +10,6 @@ true one (stored val images, their own backgrounds, true boxes).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -23,18 +22,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from retrieval.devices import resolve_device
-from retrieval.fileio import atomic_path
 from retrieval.rerank.dense_checkpoint import save_dense
 from retrieval.rerank.dense_data import PairBatch, PairSampler
 from retrieval.rerank.dense_net import DENSE_CROP, DenseFeatureNet, object_crops
 from retrieval.rerank.dense_val import build_val_pairs, match_accuracy
-from retrieval.sim.config import SimConfig
-from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
-from retrieval.train.stream import background_bank, open_composite_stream
+from retrieval.train.errors import ResumeError
+from retrieval.train.state import LOG_FILENAME, TrainLog, load_train_state, save_train_state
+from retrieval.train.stream import background_bank, open_composite_stream, synth_settings
 
 LOG = logging.getLogger(__name__)
 STATE_NAME = "dense_state.pt"
-LOG_NAME = "train_log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -82,15 +79,6 @@ def correspondence_loss(desc_a: torch.Tensor, desc_b: torch.Tensor, targets: lis
     return (forward + backward) / 2
 
 
-def data_set_config(manifest: Path) -> SimConfig:
-    """The simulator settings a data set written by `synth` was made with."""
-    path = manifest.parent / SYNTH_SETTINGS
-    try:
-        return SimConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["sim"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: unusable simulator settings: {error}") from error
-
-
 def _describe(net: DenseFeatureNet, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     crops, _ = object_crops(images, boxes, net.crop)
     return net(crops)
@@ -107,7 +95,7 @@ def train_dense(settings: DenseTrainSettings, progress: bool = True) -> dict:
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = Path(settings.data_dir) / "manifest.parquet"
-    config = data_set_config(manifest)
+    _, config = synth_settings(manifest)
     _, stream, fingerprint = open_composite_stream(manifest, (config.height, config.width), False,
                                                    settings.seed, progress)
     sampler = PairSampler(stream.bank, config, background_bank(config.height, config.width, 256),
@@ -117,7 +105,9 @@ def train_dense(settings: DenseTrainSettings, progress: bool = True) -> dict:
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
     state = _load_state(out, settings, net, optimiser) if settings.resume else None
     step, best = (state["step"], state["best"]) if state else (0, -1.0)
-    log = (out / LOG_NAME).open("a" if state else "w", encoding="utf-8")
+    log = TrainLog(out / LOG_FILENAME)
+    if state is None and log.path.exists():
+        log.path.unlink()  # a fresh run starts a fresh log
     started = time.perf_counter()
     bar = tqdm(total=settings.steps, initial=step, desc="train dense", disable=not progress)
     try:
@@ -129,11 +119,11 @@ def train_dense(settings: DenseTrainSettings, progress: bool = True) -> dict:
             step += 1
             bar.update(1)
             if step % 20 == 0:
-                _log(log, {"event": "train", "step": step, "loss": loss,
-                           "seconds": time.perf_counter() - started})
+                log.append({"event": "train", "step": step, "loss": loss,
+                            "seconds": time.perf_counter() - started})
             if step % settings.val_every == 0 or step == settings.steps:
                 accuracy = match_accuracy(net, val, device)
-                _log(log, {"event": "val", "step": step, "match_accuracy": accuracy})
+                log.append({"event": "val", "step": step, "match_accuracy": accuracy})
                 if accuracy > best:
                     best = accuracy
                     save_dense(out, net, {"data_fingerprint": fingerprint, "step": step,
@@ -142,7 +132,6 @@ def train_dense(settings: DenseTrainSettings, progress: bool = True) -> dict:
                 _save_state(out, settings, net, optimiser, step, best)
     finally:
         bar.close()
-        log.close()
     return {"steps": step, "best_match_accuracy": best, "out": str(out)}
 
 
@@ -160,16 +149,11 @@ def _train_step(net: DenseFeatureNet, optimiser: torch.optim.Optimizer, batch: P
     return float(loss.detach())
 
 
-def _log(handle, record: dict) -> None:
-    handle.write(json.dumps(record) + "\n")
-    handle.flush()
-
-
 def _save_state(out: Path, settings: DenseTrainSettings, net: DenseFeatureNet,
                 optimiser: torch.optim.Optimizer, step: int, best: float) -> None:
-    with atomic_path(out / STATE_NAME) as path:
-        torch.save({"settings": _resumable(settings), "model": net.state_dict(),
-                    "optimiser": optimiser.state_dict(), "step": step, "best": best}, path)
+    save_train_state(out / STATE_NAME, {"settings": _resumable(settings), "model": net.state_dict(),
+                                        "optimiser": optimiser.state_dict(), "step": step,
+                                        "best": best})
 
 
 def _resumable(settings: DenseTrainSettings) -> dict:
@@ -180,16 +164,11 @@ def _resumable(settings: DenseTrainSettings) -> dict:
 def _load_state(out: Path, settings: DenseTrainSettings, net: DenseFeatureNet,
                 optimiser: torch.optim.Optimizer) -> dict:
     path = out / STATE_NAME
-    if not path.is_file():
-        raise ValueError(f"{path}: no training state to resume from; run without --resume")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["settings"] != _resumable(settings):
-        raise ValueError(f"{path}: cannot resume with different settings "
-                         f"(saved {state['settings']}, given {_resumable(settings)})")
+    state = load_train_state(path)
+    if state.get("settings") != _resumable(settings):
+        raise ResumeError(f"{path}: cannot resume with different settings "
+                          f"(saved {state.get('settings')}, given {_resumable(settings)})")
     net.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimiser"])
-    with (out / LOG_NAME).open(encoding="utf-8") as handle:  # drop records after the state
-        kept = [line for line in handle if json.loads(line)["step"] <= state["step"]]
-    with atomic_path(out / LOG_NAME) as log_path:
-        log_path.write_text("".join(kept), encoding="utf-8")
+    TrainLog(out / LOG_FILENAME).trim_after(state["step"], epochs_done=0)  # no epoch records here
     return state

@@ -19,7 +19,7 @@ from retrieval.model.crop import square_crop_boxes
 from retrieval.rerank.dense_data import MATCH_TOLERANCE, cell_pairs
 from retrieval.rerank.dense_net import DenseFeatureNet, object_crops
 from retrieval.sim.config import SimConfig
-from retrieval.sim.correspondence import correspondences, exposure_surface_map
+from retrieval.sim.correspondence import correspondences_for_pair
 from retrieval.sim.objects import INSTANCE_STRIDE
 
 BOX_COLUMNS = ("bbox_cx", "bbox_cy", "bbox_w", "bbox_h")
@@ -61,10 +61,9 @@ def build_val_pairs(manifest: Path, config: SimConfig, count: int, grid: int, se
     squares = square_crop_boxes(box_tensor, (config.height, config.width)).numpy()
     targets = []
     for index, (row_a, row_b) in enumerate(pairs):
-        maps = [exposure_surface_map(config, items[row].category, items[row].instance,
-                                     items[row].trajectory, items[row].exposure)
+        keys = [(items[row].category, items[row].instance, items[row].trajectory, items[row].exposure)
                 for row in (row_a, row_b)]
-        matches = correspondences(maps[0], maps[1], MATCH_TOLERANCE)
+        matches = correspondences_for_pair(config, keys[0], keys[1], MATCH_TOLERANCE)
         targets.append(cell_pairs(matches, squares[2 * index], squares[2 * index + 1],
                                   (config.height, config.width), grid))
     return ValPairs(images[0::2], images[1::2], box_tensor[0::2], box_tensor[1::2], targets)

@@ -61,12 +61,7 @@ def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_onl
     """
     folder = manifest.parent
     settings_path = folder / SYNTH_SETTINGS
-    try:
-        settings = json.loads(settings_path.read_text(encoding="utf-8"))
-        preset = Preset(**settings["preset"])
-        config = SimConfig.from_dict(settings["sim"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TrainDataError(f"{settings_path}: unusable simulator settings: {exc}") from exc
+    preset, config = synth_settings(manifest)
     bank = load_or_build_layer_bank(folder / BANK_FOLDER, preset, config, "cpu", progress)
     if len(bank) == 0:
         raise TrainDataError(f"{settings_path}: the preset has no train instances")
@@ -77,6 +72,16 @@ def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_onl
     described = json.dumps({"bank": bank_settings(preset, config), "stream": STREAM_VERSION},
                            sort_keys=True)
     return data, stream, hashlib.sha256(described.encode()).hexdigest()
+
+
+def synth_settings(manifest: Path) -> tuple[Preset, SimConfig]:
+    """The preset and simulator settings `synth` wrote beside `manifest` (its settings file)."""
+    settings_path = manifest.parent / SYNTH_SETTINGS
+    try:
+        settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        return Preset(**settings["preset"]), SimConfig.from_dict(settings["sim"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainDataError(f"{settings_path}: unusable simulator settings: {exc}") from exc
 
 
 class CompositeStream:

@@ -109,17 +109,24 @@ def evaluate(embedder: Embedder, validation: ValidationSet, progress: bool = Fal
     database_labels = validation.database_instances[database_index]
 
     scores = result.vectors[is_query] @ result.vectors[~is_query].T
-    ranked = rank_by_scores(scores, TOP_K)
-    relevant = relevance_matrix(ranked, query_labels, database_labels)
-    positives = (query_labels[:, None] == database_labels[None, :]).sum(axis=1)
-    ap = ap_at_k_standard(relevant, positives, TOP_K)
-    overall = summarise(ap)
-    per_level = mean_by_group(ap, validation.query_levels[query_index], BENCHMARK_LEVELS)
+    overall, per_level = score_ranking(rank_by_scores(scores, TOP_K), query_labels,
+                                       database_labels, validation.query_levels[query_index])
     return {
         f"map@{TOP_K}": overall["mean"],
-        "per_level": {str(level): stats["mean"] for level, stats in per_level.items()},
+        "per_level": per_level,
         "queries": overall["count"],
         "queries_without_positive": overall["no_positive_count"],
         "database": len(database_index),
         "failed_images": len(result.errors),
     }
+
+
+def score_ranking(ranked: np.ndarray, query_labels: np.ndarray, database_labels: np.ndarray,
+                  levels: np.ndarray) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """Standard mAP@100 of a ranking (database indices, best first): the `summarise` entry over
+    all queries, and the mean per blur level 1..6 (keys "1".."6", None where no query)."""
+    relevant = relevance_matrix(ranked, query_labels, database_labels)
+    positives = (query_labels[:, None] == database_labels[None, :]).sum(axis=1)
+    ap = ap_at_k_standard(relevant, positives, TOP_K)
+    per_level = mean_by_group(ap, levels, BENCHMARK_LEVELS)
+    return summarise(ap), {str(level): stats["mean"] for level, stats in per_level.items()}
