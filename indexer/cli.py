@@ -1,4 +1,4 @@
-"""Command-line verbs of the index layer: `index build|add|remove|info`, `query` and `serve`.
+"""Command-line verbs of the index layer: `index build|add|dense|remove|info`, `query` and `serve`.
 
 Exit status: 0 when everything was done (files already in the index, skipped by `index add`,
 count as done); 1 when some inputs were skipped (the rest was still indexed or answered) or the
@@ -30,6 +30,7 @@ from indexer.rerank import RerankedQuery, rerank_search
 from indexer.rerank_cli import (
     DEFAULT_DENSE,
     MAX_LISTED_SKIPS,
+    cache_index,
     cache_models,
     cache_views,
     dense_cache_info,
@@ -144,6 +145,21 @@ def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates:
         items = [source.items[i] for i in result.ordinals]
         cache_views(index, rerank, result.ids, items, quiet, keep=ids_column(index.metadata))
     _finish_ingest(index, source, result, verb="added")
+
+
+@index_group.command("dense")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option("--dense", default=DEFAULT_DENSE, show_default=True,
+              help="Dense checkpoint that makes the views.")
+@locator_option
+@_device_option
+@_quiet_option
+def dense_command(index_dir: Path, dense: str, locator: str, device: str, quiet: bool) -> None:
+    """Cache the dense views of an index's images for `query --rerank`, as `index build --dense`
+    would have; views the cache already holds from the same checkpoints are kept, not redone."""
+    with _failures_as_click_errors():
+        index = open_index(index_dir, mmap=True, device="cpu")
+    cache_index(index, load_rerank_models(dense, locator, device), quiet)
 
 
 @index_group.command("remove")

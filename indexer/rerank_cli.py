@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import numpy as np
 
 from indexer.cli_support import model_load_errors
 from indexer.dense_cache import (
@@ -24,7 +25,8 @@ from indexer.dense_cache import (
     view_models,
 )
 from indexer.index import Hit, RetrievalIndex
-from indexer.sources import printable
+from indexer.metadata import ids_column
+from indexer.sources import file_paths, printable
 
 if TYPE_CHECKING:
     from retrieval.rerank.reranker import Reranker
@@ -99,6 +101,32 @@ def cache_views(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], ids:
     if len(failed) > MAX_LISTED_SKIPS:
         click.echo(f"... and {len(failed) - MAX_LISTED_SKIPS} more without a view", err=True)
     click.echo(f"dense cache: {info.summary()}")
+
+
+def cache_index(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], quiet: bool) -> None:
+    """Give an index built without `--dense` its cache, or complete one: every indexed file whose
+    view the cache lacks (views made by other models are all described again) is described."""
+    reranker, models = rerank
+    ids = ids_column(index.metadata)
+    files = file_paths(index.metadata)
+    try:
+        cache = open_cache(index.directory)
+    except DenseCacheError as error:
+        click.echo(f"warning: {printable(str(error))}; it is replaced", err=True)
+        cache = None
+    held = (np.asarray(cache.ids) if cache is not None and cache.models.made_same_views(models)
+            else np.zeros(0, np.int64))
+    missing = ~np.isin(ids, held)
+    todo = [i for i, file in enumerate(files) if file is not None and missing[i]]
+    virtual = sum(file is None for file in files)
+    if virtual:
+        click.echo(f"dense cache: {virtual} rows without a file are left out (only `index build "
+                   "--dense` describes rendered rows)", err=True)
+    click.echo(f"dense cache: {len(held)} views kept, {len(todo)} images to describe")
+    if not todo:
+        return
+    cache_views(index, (reranker, models), ids[todo].tolist(), [files[i] for i in todo], quiet,
+                keep=ids.tolist())
 
 
 def dense_cache_info(index_dir: Path) -> dict[str, Any] | None:

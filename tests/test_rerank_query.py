@@ -8,11 +8,13 @@ that lifts the same picture by 2.0 and any other image by well under 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from click.testing import CliRunner
@@ -271,6 +273,61 @@ def test_index_add_without_a_cache_writes_none(tmp_path: Path) -> None:
     added = CliRunner().invoke(cli.index_group, ["add", str(index_dir), str(tmp_path / "more"), "-q"])
     assert added.exit_code == 0 and "dense cache" not in added.output
     assert open_cache(index_dir) is None
+
+
+def _cache_arrays(index_dir: Path) -> dict[str, np.ndarray]:
+    return open_cache(index_dir).arrays()
+
+
+def test_index_dense_gives_an_existing_index_the_cache_build_dense_makes(tmp_path: Path) -> None:
+    built, _ = _build(tmp_path / "a", "--dense")
+    plain, _ = _build(tmp_path / "b")
+    assert open_cache(plain) is None
+    result = CliRunner().invoke(cli.index_group, ["dense", str(plain), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "0 views kept, 6 images to describe" in result.stdout and "dense cache: 6 views" in result.stdout
+    made, expected = _cache_arrays(plain), _cache_arrays(built)
+    assert all(np.array_equal(made[name], expected[name]) for name in expected)
+
+
+def test_index_dense_keeps_the_views_it_holds_and_describes_the_missing(
+        tmp_path: Path, reranker: Reranker) -> None:
+    index_dir, paths = _build(tmp_path, "--dense")
+    (marker,), _ = reranker.describe_items([paths[0]])
+    complete = _cache_arrays(index_dir)
+    write_cache(index_dir, MODELS, [3, 4], [marker, marker])  # a partial cache, views 3, 4 forged
+    result = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "2 views kept, 4 images to describe" in result.stdout
+    cache = open_cache(index_dir)
+    assert cache.ids.tolist() == [0, 1, 2, 3, 4, 5]
+    assert np.array_equal(cache.get(3).descriptors, marker.descriptors), "kept, not redone"
+    for image_id in (0, 1, 2, 5):
+        start, stop = complete["offsets"][image_id], complete["offsets"][image_id + 1]
+        assert np.array_equal(cache.get(image_id).descriptors, complete["descriptors"][start:stop])
+    again = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
+    assert "6 views kept, 0 images to describe" in again.stdout
+
+
+def test_index_dense_redoes_views_of_other_checkpoints_and_leaves_out_virtual_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reranker: Reranker) -> None:
+    index_dir, _ = _build(tmp_path, "--dense")
+    monkeypatch.setattr(rerank_cli, "load_reranker", lambda *args: (reranker, OTHER_DENSE))
+    result = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
+    assert result.exit_code == 0 and "0 views kept, 6 images to describe" in result.stdout
+    assert open_cache(index_dir).models == OTHER_DENSE
+    rendered = virtual_source(4)  # as a manifest's simulator rows: no path at all
+    rendered = dataclasses.replace(rendered, metadata=rendered.metadata.set_column(
+        0, "path", pa.array([None] * 4, pa.string())))
+    build_index(rendered, FakeEmbedder(), tmp_path / "virtual", progress=False)
+    virtual = CliRunner().invoke(cli.index_group, ["dense", str(tmp_path / "virtual"), "-q"])
+    assert virtual.exit_code == 0 and "4 rows without a file are left out" in virtual.stderr
+    assert open_cache(tmp_path / "virtual") is None
+
+
+def test_index_dense_on_a_folder_that_is_no_index_is_an_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli.index_group, ["dense", str(tmp_path), "-q"])
+    assert result.exit_code != 0 and str(tmp_path) in result.output
 
 
 def test_rerank_zero_is_a_usage_error(tmp_path: Path) -> None:
