@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from retrieval.cli_options import resolve_device
+from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.sim.layout import PRESETS
 
 DEFAULT_METHODS = "blur-aware,standard,sharp-only"
@@ -49,9 +50,9 @@ if TYPE_CHECKING:
 @click.option("--rerank", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also score each method with its top K re-ranked by geometric verification "
                    "(a row per method with and without); 0: off.")
-@click.option("--dense", default="dense", show_default=True,
-              help="Dense checkpoint (directory, or 'dense' for the shipped one) for --rerank.")
-@click.option("--locator", default="blur-aware", show_default=True,
+@click.option("--dense", default=SHIPPED_DENSE, show_default=True,
+              help=f"Dense checkpoint (directory, or '{SHIPPED_DENSE}' for the shipped one) for --rerank.")
+@click.option("--locator", default=DEFAULT_LOCATOR, show_default=True,
               help="Model whose localisation head finds the object for --rerank.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def map_command(data, preset, seed, distractors, methods, out_dir, factory, device, batch_size,

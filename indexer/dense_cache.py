@@ -27,6 +27,7 @@ from safetensors.numpy import save_file
 
 from indexer.rerank import describe_all
 from retrieval.fileio import atomic_path
+from retrieval.rerank.names import SHIPPED_DENSE
 from retrieval.rerank.verify import DenseView
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 CACHE_NAME = "dense_views.safetensors"
 CACHE_FORMAT = "1"
-SHIPPED_DENSE = "dense"  # the name `retrieval.rerank.dense_checkpoint` gives the shipped checkpoint
 _ARRAYS = ("ids", "offsets", "descriptors", "points", "cell_sizes")
 
 

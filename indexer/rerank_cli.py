@@ -16,7 +16,6 @@ import numpy as np
 
 from indexer.cli_support import model_load_errors
 from indexer.dense_cache import (
-    SHIPPED_DENSE,
     DenseCacheError,
     ViewModels,
     cache_info,
@@ -27,12 +26,12 @@ from indexer.dense_cache import (
 from indexer.index import Hit, RetrievalIndex
 from indexer.metadata import ids_column
 from indexer.sources import file_paths, printable
+from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 
 if TYPE_CHECKING:
     from retrieval.rerank.reranker import Reranker
 
 DEFAULT_DENSE = SHIPPED_DENSE
-DEFAULT_LOCATOR = "blur-aware"  # the shipped model whose box head finds the object to verify
 MAX_LISTED_SKIPS = 20
 
 locator_option = click.option("--locator", default=DEFAULT_LOCATOR, show_default=True,

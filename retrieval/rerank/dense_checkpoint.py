@@ -19,10 +19,10 @@ from safetensors.torch import save as save_safetensors_bytes
 from retrieval.fileio import write_bytes_atomic, write_json_atomic
 from retrieval.model.checkpoint import SHIPPED_CHECKPOINT_DIR
 from retrieval.rerank.dense_net import DenseFeatureNet
+from retrieval.rerank.names import SHIPPED_DENSE
 
 WEIGHTS_NAME = "dense.safetensors"
 CONFIG_NAME = "dense.json"
-SHIPPED_DENSE = "dense"
 SHIPPED_DENSE_DIR = SHIPPED_CHECKPOINT_DIR / SHIPPED_DENSE
 
 

@@ -23,13 +23,13 @@ from retrieval.devices import resolve_device
 from retrieval.embed import CHANNELS_LAST, decode_threads, eval_mode, prepare_pixels, to_model_input
 from retrieval.model.checkpoint import load_checkpoint
 from retrieval.model.network import BlurAwareNet
-from retrieval.rerank.dense_checkpoint import SHIPPED_DENSE, load_dense
+from retrieval.rerank.dense_checkpoint import load_dense
 from retrieval.rerank.dense_net import DenseFeatureNet, cell_centres, object_crops
+from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.rerank.verify import DenseView, RerankParams, Verification, rerank_scores, verify
 
 LOG = logging.getLogger(__name__)
 BOX_MARGIN = 1.1  # cells whose centre lies in the predicted box grown by this factor are kept
-DEFAULT_LOCATOR = "blur-aware"
 
 
 class LocatorError(ValueError):
