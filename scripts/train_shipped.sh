@@ -6,7 +6,8 @@
 # (object layers over backgrounds drawn independently of the instance, rendered once into
 # DATA/train_layers) and are kept by validation mAP@100 on its val instances; the test
 # instances `bench map` evaluates on are never seen. All four get the same data, steps, batch,
-# optimiser and schedule; on a 2-core CPU each takes under an hour (see the README).
+# optimiser, schedule and hard negatives (the closest other-instance images of the batch as
+# the contrastive negatives); on a 2-core CPU each takes under an hour (see the README).
 #
 #   bash scripts/train_shipped.sh                     # CPU, one after the other, resumable
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
@@ -34,7 +35,7 @@ declare -A ARGS=(
   [blur-aware-no-be]="--method blur-aware --losses con,cls,loc"
 )
 COMMON=(--epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch 32,4 --lr 2e-3 --schedule cosine
-        --cls-weight 1 --cls-margin 0 --cls-scale 16 --max-val-queries 1000 --seed 0
+        --cls-weight 1 --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
         --device "$DEVICE" --workers "$WORKERS" -q)
 
 mkdir -p "$RUNS"
