@@ -21,6 +21,7 @@ from indexer.dense_cache import (
     cache_info,
     cache_items,
     open_cache,
+    read_cache,
     view_models,
 )
 from indexer.index import Hit, RetrievalIndex
@@ -108,13 +109,8 @@ def cache_index(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], quie
     reranker, models = rerank
     ids = ids_column(index.metadata)
     files = file_paths(index.metadata)
-    try:
-        cache = open_cache(index.directory)
-    except DenseCacheError as error:
-        click.echo(f"warning: {printable(str(error))}; it is replaced", err=True)
-        cache = None
-    held = (np.asarray(cache.ids) if cache is not None and cache.models.made_same_views(models)
-            else np.zeros(0, np.int64))
+    cache = read_cache(index.directory, models)  # None, with a warning, when damaged or foreign
+    held = np.zeros(0, np.int64) if cache is None else np.asarray(cache.ids)
     missing = ~np.isin(ids, held)
     todo = [i for i, file in enumerate(files) if file is not None and missing[i]]
     virtual = sum(file is None for file in files)

@@ -17,6 +17,7 @@ import numpy as np
 from benchmark.protocol import load_benchmark_set
 from retrieval.embed import load_embedder, prepare_pixels
 from retrieval.rerank.match_figure import draw_matches
+from retrieval.rerank.names import SHIPPED_DENSE
 from retrieval.rerank.reranker import load_reranker
 
 
@@ -24,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--dense", default="dense")
+    parser.add_argument("--dense", default=SHIPPED_DENSE)
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--level", type=int, default=6)
     parser.add_argument("--queries", type=int, default=60)

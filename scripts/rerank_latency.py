@@ -24,6 +24,7 @@ from indexer.api import build_index, rerank_search, source_from_paths
 from indexer.dense_cache import cache_items, read_cache, view_models
 from retrieval.embed import load_embedder
 from retrieval.fileio import write_json_atomic
+from retrieval.rerank.names import SHIPPED_DENSE
 from retrieval.rerank.reranker import load_reranker
 
 
@@ -36,7 +37,7 @@ def _summary(seconds: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path)
-    parser.add_argument("--dense", default="dense")
+    parser.add_argument("--dense", default=SHIPPED_DENSE)
     parser.add_argument("--ks", default="20,50")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--json", type=Path)

@@ -25,6 +25,7 @@ from retrieval.embed import load_embedder
 from retrieval.fileio import write_json_atomic
 from retrieval.manifest import manifest_items
 from retrieval.metrics import rank_by_scores
+from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.rerank.reranker import load_reranker
 from retrieval.rerank.verify import RerankParams, rerank_order, verify
 from retrieval.train.validation import TOP_K, build_validation_set, score_ranking
@@ -44,8 +45,8 @@ def _map(ranked: np.ndarray, query_labels: np.ndarray, database_labels: np.ndarr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path)
-    parser.add_argument("--dense", default="dense")
-    parser.add_argument("--locator", default="blur-aware")
+    parser.add_argument("--dense", default=SHIPPED_DENSE)
+    parser.add_argument("--locator", default=DEFAULT_LOCATOR)
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--max-queries", type=int, default=1000)
     parser.add_argument("--report", type=Path, default=Path("runs/tune_rerank.json"))

@@ -325,6 +325,17 @@ def test_index_dense_redoes_views_of_other_checkpoints_and_leaves_out_virtual_ro
     assert open_cache(tmp_path / "virtual") is None
 
 
+def test_index_dense_replaces_a_damaged_cache(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    index_dir, _ = _build(tmp_path)
+    cache_path(index_dir).write_bytes(b"junk")
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
+    assert result.exit_code == 0 and "0 views kept, 6 images to describe" in result.stdout
+    assert "unreadable dense cache" in caplog.text and str(cache_path(index_dir)) in caplog.text
+    assert open_cache(index_dir).ids.tolist() == [0, 1, 2, 3, 4, 5]
+
+
 def test_index_dense_on_a_folder_that_is_no_index_is_an_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli.index_group, ["dense", str(tmp_path), "-q"])
     assert result.exit_code != 0 and str(tmp_path) in result.output
