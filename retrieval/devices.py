@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class DeviceUnavailableError(ValueError):
@@ -62,6 +63,43 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), as torch reports it.
+
+    Without it, oneDNN emulates bfloat16 and a training step gets slower, not faster.
+    """
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def training_precision(requested: str, device: torch.device) -> str:
+    """'fp32' or 'bf16' for a requested 'auto' | 'fp32' | 'bf16' training precision.
+
+    'auto' is the rule of `autocast`: bfloat16 on CUDA GPUs that support it, float32 on a CPU.
+    bfloat16 on a CPU is a choice, not the default: on the 2-core CPU here (AVX512-BF16) it made
+    `blur-aware` training 1.45x faster (206 against 141 images/s), but after 400 steps its
+    validation mAP@100 was 6.4 % against 7.1 % in float32 (one seed each), and the shipped
+    models were trained in float32. Weights and optimiser state stay float32 either way, and a
+    model embeds in `autocast`'s precision whichever way it was trained.
+    """
+    import torch
+
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def training_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast of a training forward pass at a resolved precision ('fp32' or 'bf16')."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

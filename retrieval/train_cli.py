@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from retrieval.cli_options import parse_size, resolve_device
+from retrieval.devices import PRECISIONS
 
 EXIT_INTERRUPTED = 130
 
@@ -126,13 +127,16 @@ _POSITIVE = click.IntRange(min=1)
               help="Pause after this global step, state saved (continue with --resume).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Of the training forward pass; auto: bfloat16 where the GPU or CPU computes "
+                   "it natively (about 1.8x faster on such a CPU), else float32.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, predicted_crops,
                   pretrained, backbone_weights, image_size, embedding_dim, epochs, batch, lr,
                   schedule, steps_per_epoch, checkpoint_every, log_every, seed, workers,
                   hard_negatives, cls_margin, cls_scale, cls_weight, con_margin, max_val_queries,
-                  stop_at_step, device, resume, quiet):
+                  stop_at_step, device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
 
     A data set written by `synth` trains on its train instances as a composite stream (object
@@ -156,7 +160,8 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         hard_negatives=hard_negatives, cls_margin=cls_margin, cls_weight=cls_weight,
         con_margin=con_margin, cls_scale=cls_scale, head=head, crop_size=crop_size,
         predicted_crop_fraction=predicted_crops, max_val_queries=max_val_queries,
-        device=resolve_device(device), resume=resume, stop_at_step=stop_at_step,
+        device=resolve_device(device), precision=precision, resume=resume,
+        stop_at_step=stop_at_step,
         progress=not quiet,
     )
     try:

@@ -12,7 +12,9 @@
 #   bash scripts/train_shipped.sh                     # CPU, one after the other, resumable
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
 #   (side by side, build the layer bank first: run one model alone, or let each build its own)
+#   PRECISION=bf16 EPOCHS=9 MODELS=blur-aware bash scripts/train_shipped.sh   # other budgets
 #
+# Each invocation of a model appends its wall time to RUNS/times.txt.
 # An interrupted run continues where its last saved state left it when the script is rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,7 @@ RUNS=${RUNS:-runs/shipped}
 EPOCHS=${EPOCHS:-3}
 STEPS=${STEPS:-500}
 DEVICE=${DEVICE:-cpu}
+PRECISION=${PRECISION:-fp32}
 WORKERS=${WORKERS:-0}
 PARALLEL=${PARALLEL:-0}
 MODELS=${MODELS:-blur-aware standard sharp-only blur-aware-no-be}
@@ -36,17 +39,19 @@ declare -A ARGS=(
 )
 COMMON=(--epochs "$EPOCHS" --steps-per-epoch "$STEPS" --batch 32,4 --lr 2e-3 --schedule cosine
         --cls-weight 1 --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
-        --device "$DEVICE" --workers "$WORKERS" -q)
+        --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION" --workers "$WORKERS" -q)
 
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 
 train_one() {
-  local name=$1 resume=()
+  local name=$1 resume=() started=$SECONDS
   [ -f "$RUNS/$name/train_state.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
   $BIN train "$DATA" --out "$RUNS/$name" ${ARGS[$name]} "${COMMON[@]}" "${resume[@]}" \
-    > "$RUNS/$name.out" 2>&1
+    >> "$RUNS/$name.out" 2>&1
+  # One line per invocation (a resumed run has several): how long this one took.
+  echo "$(date -u +%FT%TZ) $name ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
 }
 
 for name in $MODELS; do   # the first run builds DATA/train_layers; the others reuse it

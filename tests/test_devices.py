@@ -72,3 +72,30 @@ def test_the_index_layer_uses_the_same_rule() -> None:
     assert issubclass(DeviceError, devices.DeviceUnavailableError)
     with pytest.raises(DeviceError, match="got 'tpu'"):
         gpu.resolve_device("tpu")
+
+
+@pytest.mark.parametrize(("device", "native", "expected"), [
+    ("cpu", True, "fp32"), ("cpu", False, "fp32"), ("cuda", True, "bf16"), ("cuda", False, "fp32"),
+])
+def test_auto_training_precision_is_bfloat16_on_gpus_that_have_it_and_float32_on_cpus(
+        monkeypatch: pytest.MonkeyPatch, device: str, native: bool, expected: str) -> None:
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native)
+    assert devices.training_precision("auto", torch.device(device)) == expected
+    # An explicit choice is kept whatever the hardware.
+    assert devices.training_precision("fp32", torch.device(device)) == "fp32"
+    assert devices.training_precision("bf16", torch.device(device)) == "bf16"
+
+
+def test_unknown_training_precision_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"auto, fp32, bf16, got 'fp16'"):
+        devices.training_precision("fp16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_training_autocast_runs_convolutions_in_the_resolved_precision(precision: str,
+                                                                       dtype: torch.dtype) -> None:
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with devices.training_autocast(torch.device("cpu"), precision):
+        out = conv(torch.randn(1, 3, 8, 8))
+    assert out.dtype == dtype and conv.weight.dtype == torch.float32  # weights stay float32

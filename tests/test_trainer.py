@@ -196,11 +196,25 @@ def full_run(data_dir, tmp_path_factory) -> Path:
     return out
 
 
-def test_training_lowers_the_loss(data_dir, tmp_path):
-    train(settings(data_dir, tmp_path, epochs=1, steps_per_epoch=16))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_lowers_the_loss(data_dir, tmp_path, precision):
+    outcome = train(settings(data_dir, tmp_path, epochs=1, steps_per_epoch=16,
+                             precision=precision))
     totals = [r["loss"]["total"] for r in log_records(tmp_path, "train")]
     assert len(totals) == 16
     assert np.mean(totals[-3:]) < 0.9 * np.mean(totals[:3])
+    # The checkpoint says how it was trained; its weights are float32 underneath either way.
+    assert load_checkpoint(outcome.checkpoint)[1]["training"]["precision"] == precision
+
+
+def test_bfloat16_on_a_cpu_without_it_warns_that_it_is_emulated(data_dir, tmp_path, monkeypatch,
+                                                              caplog):
+    monkeypatch.setattr("retrieval.train.trainer.cpu_has_native_bf16", lambda: False)
+    train(settings(data_dir, tmp_path, precision="bf16", epochs=1, steps_per_epoch=1))
+    assert "no native bfloat16" in caplog.text
+    caplog.clear()
+    train(settings(data_dir, tmp_path / "fp32", precision="fp32", epochs=1, steps_per_epoch=1))
+    assert "bfloat16" not in caplog.text
 
 
 def test_best_checkpoint_is_written_and_loadable(data_dir, full_run):
@@ -341,6 +355,7 @@ def test_cli_loss_margins_and_weight_reach_the_head_and_loss(data_dir, tmp_path)
         (("--batch", "15,2"), "only 14 training instances"),
         (("--image-size", "big"), "expected HEIGHTxWIDTH"),
         (("--backbone", "no_such_net"), "backbone 'no_such_net'"),
+        (("--precision", "fp16"), "'fp16' is not one of 'auto', 'fp32', 'bf16'"),
     ],
 )
 def test_cli_reports_bad_options(data_dir, tmp_path, extra, message):
@@ -368,5 +383,5 @@ def test_settings_are_plain_values_stored_with_the_state(data_dir, full_run):
     assert identity["losses"] == ["be", "cls", "con", "loc"]
     assert identity["steps_per_epoch"] == 3 and identity["instances_per_batch"] == 4
     assert not {f.name for f in dataclasses.fields(TrainSettings)} - set(identity) - {
-        "data_dir", "out_dir", "workers", "device", "resume", "stop_at_step", "progress",
-        "checkpoint_every", "log_every", "val_batch_size"}
+        "data_dir", "out_dir", "workers", "device", "precision", "resume", "stop_at_step",
+        "progress", "checkpoint_every", "log_every", "val_batch_size"}

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from retrieval.devices import autocast
+from retrieval.devices import cpu_has_native_bf16, training_autocast, training_precision
 from retrieval.embed import (
     CHANNELS_LAST,
     Embedder,
@@ -76,8 +76,8 @@ LOG = logging.getLogger(__name__)
 SCHEDULES = ("constant", "cosine")
 METRIC = f"map@{TOP_K}"
 # Settings that may change between a run and its resumption: they do not touch the weights.
-_FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "resume", "stop_at_step",
-                   "progress", "checkpoint_every", "log_every", "val_batch_size"}
+_FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "precision", "resume",
+                   "stop_at_step", "progress", "checkpoint_every", "log_every", "val_batch_size"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class TrainSettings:
     max_val_queries: int | None = 2000
     val_batch_size: int = 64
     device: str = "cpu"
+    precision: str = "auto"  # of the training forward pass: auto | fp32 | bf16 (training_precision)
     resume: bool = False
     stop_at_step: int | None = None  # pause after this global step (state saved)
     progress: bool = True
@@ -151,6 +152,13 @@ class Trainer:
             raise TrainError(f"unknown schedule {settings.schedule!r}; choose from {SCHEDULES}")
         self.settings = settings
         self.device = torch.device(settings.device)
+        try:
+            self.precision = training_precision(settings.precision, self.device)
+        except ValueError as exc:
+            raise TrainError(str(exc)) from exc
+        if self.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
+            LOG.warning("this CPU has no native bfloat16 (AVX512-BF16 or AMX): bf16 training "
+                        "is emulated and likely slower than fp32")
         self.out_dir = Path(settings.out_dir)
         self.spec = self._method_spec()
         self.loss_config = LossConfig(enabled=self.spec.losses,
@@ -392,7 +400,7 @@ class Trainer:
             total = self.settings.epochs * self.steps_per_epoch
             fraction = self.settings.predicted_crop_fraction * min(1.0, self.step / total)
             crop_boxes = training_crop_boxes(targets["box"], fraction, self.crop_rng)
-        with autocast(self.device):
+        with training_autocast(self.device, self.precision):
             output = self.model(images, crop_boxes=crop_boxes)
         logits = self.head(output.embedding, targets["instance"]) if self.head else None
         loss, parts = total_loss(output, logits, targets, self.loss_config,
@@ -464,7 +472,7 @@ class Trainer:
                 "cls_scale": settings.cls_scale, "head": self.head_kind,
                 "predicted_crop_fraction": settings.predicted_crop_fraction,
                 "stream": "composite" if self.stream is not None else "files",
-                "con_margin": settings.con_margin,
+                "con_margin": settings.con_margin, "precision": self.precision,
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
             },
         }
