@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The measurements the README quotes for the shipped checkpoints, rerun after they change
+# (scripts/train_shipped.sh), in the order one depends on the other, into benchmark/reports/.
+#
+#   bash scripts/measure_shipped.sh                      # every stage but the 100k table
+#   STAGES="test demo" bash scripts/measure_shipped.sh   # some of them
+#   STAGES=100k bash scripts/measure_shipped.sh          # about an hour on the 2-core CPU
+#
+# Stages: test (mAP@100 of the four on the test split, no distractors), tune (re-ranking
+# parameters chosen on val with the new locator, written to the dense checkpoint's dense.json),
+# rerank10k (test split among 10,000 distractors, with and without --rerank 50), latency (cost
+# per query), figure (the inlier picture), demo, 100k (test split among 100,000 distractors).
+# Each stage's wall time and peak memory go to RUNS/<stage>.time, its output to RUNS/<stage>.out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin/blur-retrieval}
+PYTHON=${PYTHON:-.venv/bin/python}
+DATA=${DATA:-data/small}
+RUNS=${RUNS:-runs/measure}
+REPORTS=${REPORTS:-benchmark/reports}
+STAGES=${STAGES:-test tune rerank10k latency figure demo}
+METHODS=blur-aware,standard,sharp-only,blur-aware-no-be
+
+mkdir -p "$RUNS"
+[ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
+
+timed() {  # timed STAGE COMMAND...: run it, keep its output and its /usr/bin/time record
+  local stage=$1
+  shift
+  /usr/bin/time -v -o "$RUNS/$stage.time" "$@" > "$RUNS/$stage.out" 2>&1
+  grep -E "Elapsed|Maximum resident" "$RUNS/$stage.time" | sed "s/^/$stage: /"
+}
+
+publish() {  # publish RUN_DIR REPORT_DIR: the report files of a bench map run
+  rm -rf "$2"
+  mkdir -p "$2"
+  cp -r "$1"/report.md "$1"/report.json "$1"/map_by_blur_level.png "$2"/
+  [ -d "$1/grids" ] && cp -r "$1/grids" "$2"/
+  return 0
+}
+
+for stage in $STAGES; do
+  case $stage in
+    test)
+      timed test $BIN bench map --data "$DATA" --distractors 0 --methods "$METHODS" \
+        --out "$RUNS/map-small" -q
+      publish "$RUNS/map-small" "$REPORTS/map_small_test" ;;
+    tune)
+      timed tune $PYTHON scripts/tune_rerank.py "$DATA" --k 50 \
+        --report retrieval/checkpoints/dense/tune_rerank.json \
+        --write retrieval/checkpoints/dense/dense.json ;;
+    rerank10k)
+      timed rerank10k $BIN bench map --data "$DATA" --distractors 10000 --methods "$METHODS" \
+        --out "$RUNS/rerank-10k" --rerank 50 -q
+      publish "$RUNS/rerank-10k" "$REPORTS/rerank_small_10k" ;;
+    latency)
+      timed latency $PYTHON scripts/rerank_latency.py "$DATA" --json "$REPORTS/rerank_latency.json" ;;
+    figure)
+      timed figure $PYTHON scripts/rerank_figure.py "$DATA" --out "$REPORTS/rerank_matches.png" ;;
+    demo)
+      timed demo $BIN demo --out "$RUNS/demo" -q
+      cp "$RUNS/demo/demo_queries.png" "$REPORTS/demo_queries.png"
+      cp "$RUNS/demo/report/map_by_blur_level.png" "$REPORTS/demo_map_by_blur_level.png" ;;
+    100k)
+      timed 100k $BIN bench map --data "$DATA" --distractors 100000 --methods "$METHODS" \
+        --out "$RUNS/map-100k" -q
+      publish "$RUNS/map-100k" "$REPORTS/map_small_100k" ;;
+    *)
+      echo "unknown stage '$stage'; stages: test tune rerank10k latency figure demo 100k" >&2
+      exit 2 ;;
+  esac
+done
