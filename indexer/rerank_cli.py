@@ -75,12 +75,13 @@ def cache_models(index_dir: Path, device: str) -> tuple[Reranker, ViewModels] | 
     try:
         reranker, models = load_reranker(recorded.dense, recorded.locator, device)
     except (ValueError, OSError) as error:  # checkpoint, dense checkpoint and device errors
-        click.echo(printable(f"warning: {cache.path}: not extended, its models cannot be "
-                             f"loaded ({error})"), err=True)
+        click.echo(printable(f"warning: {cache.directory}: dense cache not extended, its models "
+                             f"cannot be loaded ({error})"), err=True)
         return None
     if not models.made_same_views(recorded):
-        click.echo(printable(f"warning: {cache.path}: not extended, made by {recorded.describe()}"
-                             f" but these checkpoints now hold {models.describe()}"), err=True)
+        click.echo(printable(f"warning: {cache.directory}: dense cache not extended, made by "
+                             f"{recorded.describe()} but these checkpoints now hold "
+                             f"{models.describe()}"), err=True)
         return None
     return reranker, models
 

@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from PIL import Image
 from test_index_fakes import PNG_MAGIC, FakeEmbedder, virtual_source, write_pngs
 
-from indexer import cli, rerank_cli
+from indexer import cli, dense_cache, rerank_cli
 from indexer.api import RerankedQuery, build_index, open_index, rerank_search, source_from_paths
-from indexer.dense_cache import ViewModels, cache_path, open_cache, write_cache
+from indexer.dense_cache import ViewModels, cache_parts, open_cache, write_cache
 from indexer.errors import InvalidQueryError
 from retrieval.model import BlurAwareNet, save_checkpoint
 from retrieval.rerank.dense_checkpoint import save_dense
@@ -188,7 +188,7 @@ def test_the_cache_holds_exactly_the_views_computed_on_demand(tmp_path: Path,
     result = CliRunner().invoke(cli.index_group, ["build", str(tmp_path / "db"), "--out",
                                                   str(tmp_path / "idx"), "-q", "--dense"])
     assert result.exit_code == 0, result.output
-    size = cache_path(tmp_path / "idx").stat().st_size
+    size = _cache_bytes(tmp_path / "idx")
     assert f"dense cache: 6 views, {size / 1e6:.1f} MB" in result.stdout
     index = open_index(tmp_path / "idx")
     ids = np.arange(6)
@@ -228,12 +228,12 @@ def test_query_uses_the_cache_only_when_the_same_models_made_it(
 
 def test_a_damaged_cache_is_reported_and_views_are_computed(tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    index_dir, paths = _build(tmp_path)
+    index_dir, paths = _build(tmp_path, "--dense")
     plain = _query(str(index_dir), str(paths[0]), "-k", "3", "--rerank", "6")
-    cache_path(index_dir).write_bytes(b"junk")
+    cache_parts(index_dir)[0].write_bytes(b"junk")
     with caplog.at_level(logging.WARNING):
         assert _query(str(index_dir), str(paths[0]), "-k", "3", "--rerank", "6") == plain
-    assert "unreadable dense cache" in caplog.text
+    assert "unreadable dense cache" in caplog.text and str(cache_parts(index_dir)[0]) in caplog.text
     info = json.loads(CliRunner().invoke(cli.index_group, ["info", str(index_dir), "--json"]).stdout)
     assert "unreadable dense cache" in info["dense_cache"]["error"]
 
@@ -277,6 +277,10 @@ def test_index_add_without_a_cache_writes_none(tmp_path: Path) -> None:
 
 def _cache_arrays(index_dir: Path) -> dict[str, np.ndarray]:
     return open_cache(index_dir).arrays()
+
+
+def _cache_bytes(index_dir: Path) -> int:
+    return sum(path.stat().st_size for path in cache_parts(index_dir))
 
 
 def test_index_dense_gives_an_existing_index_the_cache_build_dense_makes(tmp_path: Path) -> None:
@@ -325,15 +329,19 @@ def test_index_dense_redoes_views_of_other_checkpoints_and_leaves_out_virtual_ro
     assert open_cache(tmp_path / "virtual") is None
 
 
-def test_index_dense_replaces_a_damaged_cache(tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    index_dir, _ = _build(tmp_path)
-    cache_path(index_dir).write_bytes(b"junk")
+def test_index_dense_replaces_a_damaged_cache(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dense_cache, "PART_VIEWS", 2)
+    index_dir, _ = _build(tmp_path, "--dense")
+    first, *others = cache_parts(index_dir)
+    assert len(others) == 2
+    first.write_bytes(b"junk")  # one damaged part spoils the cache: which views are current is unknown
     with caplog.at_level(logging.WARNING):
         result = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
     assert result.exit_code == 0 and "0 views kept, 6 images to describe" in result.stdout
-    assert "unreadable dense cache" in caplog.text and str(cache_path(index_dir)) in caplog.text
+    assert "unreadable dense cache" in caplog.text and str(first) in caplog.text
     assert open_cache(index_dir).ids.tolist() == [0, 1, 2, 3, 4, 5]
+    assert first not in cache_parts(index_dir) and not set(others) & set(cache_parts(index_dir))
 
 
 def test_index_dense_on_a_folder_that_is_no_index_is_an_error(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ LOG = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine")
 METRIC = f"map@{TOP_K}"
-# Settings that may change between a run and its resumption: they do not touch the weights.
+# Settings that may change between a run and its resumption: they do not change what is trained
+# (device and precision change only the rounding, so a run can move to another machine).
 _FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "precision", "resume",
                    "stop_at_step", "progress", "checkpoint_every", "log_every", "val_batch_size"}
 
