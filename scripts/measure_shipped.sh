@@ -31,12 +31,17 @@ timed() {  # timed STAGE COMMAND...: run it, keep its output and its /usr/bin/ti
   grep -E "Elapsed|Maximum resident" "$RUNS/$stage.time" | sed "s/^/$stage: /"
 }
 
-publish() {  # publish RUN_DIR REPORT_DIR: the report files of a bench map run
-  rm -rf "$2"
-  mkdir -p "$2"
-  cp -r "$1"/report.md "$1"/report.json "$1"/map_by_blur_level.png "$2"/
-  [ -d "$1/grids" ] && cp -r "$1/grids" "$2"/
-  return 0
+publish() {  # publish RUN_DIR REPORT_DIR [GRID...]: the report files of a bench map run, with
+  # every retrieval grid or only the named ones (the re-ranking run's grids would add 19 MB)
+  local run=$1 report=$2
+  shift 2
+  rm -rf "$report"
+  mkdir -p "$report"
+  cp "$run"/report.md "$run"/report.json "$run"/map_by_blur_level.png "$report"/
+  [ -d "$run/grids" ] || return 0
+  if [ $# = 0 ]; then cp -r "$run/grids" "$report"/; return 0; fi
+  mkdir -p "$report/grids"
+  for grid in "$@"; do cp "$run/grids/$grid" "$report/grids/"; done
 }
 
 for stage in $STAGES; do
@@ -52,7 +57,8 @@ for stage in $STAGES; do
     rerank10k)
       timed rerank10k $BIN bench map --data "$DATA" --distractors 10000 --methods "$METHODS" \
         --out "$RUNS/rerank-10k" --rerank 50 -q
-      publish "$RUNS/rerank-10k" "$REPORTS/rerank_small_10k" ;;
+      publish "$RUNS/rerank-10k" "$REPORTS/rerank_small_10k" level5_blur-aware.png \
+        level5_blur-aware_rerank50.png level6_blur-aware.png level6_blur-aware_rerank50.png ;;
     latency)
       timed latency $PYTHON scripts/rerank_latency.py "$DATA" --json "$REPORTS/rerank_latency.json" ;;
     figure)
