@@ -9,8 +9,9 @@
 # DATA/train_layers) and are kept by validation mAP@100 on its val instances; the test
 # instances `bench map` evaluates on are never seen. All four get the same data, batch,
 # optimiser, schedule, precision and hard negatives (the closest other-instance images of the
-# batch as the contrastive negatives), and the same budget: the steps that fit in about 50 minutes
-# of the 2-core CPU in bfloat16. The three crop-head models run 0.67 s per step there, so 9 x 500
+# batch as the contrastive negatives), and the same budget: the steps that fit, by their per-step
+# rates, in about 50 minutes of the 2-core CPU alone in bfloat16 (the shipped runs took 53-57 min
+# beside light other work, validations included). The three crop-head models run 0.67 s per step there, so 9 x 500
 # steps; `standard`, whose global head runs the backbone on the whole 96x128 image, 1.34 s per
 # step, so 4 x 550. EPOCHS and STEPS, when set, give every model the same steps instead.
 #
