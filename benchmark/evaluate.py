@@ -55,6 +55,7 @@ class MethodRun:
     exact: ExactResult
     per_query: dict[str, np.ndarray]
     summary: dict  # `scoring.stratify` output
+    database_vectors: np.ndarray | None = None  # (N, D) by database position (memory-mapped)
 
 
 @dataclass
@@ -127,6 +128,7 @@ def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: n
         name=name, factory=chosen, approximate=approximate, tuned=tuned,
         ranked_ids=ranked_ids, ranked_scores=ranked_scores, exact=exact, per_query=per_query,
         summary=stratify(per_query, bench.query_levels[evaluation.query_rows], knn, exact),
+        database_vectors=database,
     )
 
 

@@ -2,8 +2,9 @@
 
 Queries and the candidates of every method are described once (a database row in several
 methods' top K is described once), then each query's top K is reordered by the re-ranking
-score; ranks K+1..100 are the first stage's. Positives inside the top K move with the new
-order, so full-ranking mAP changes only through them.
+score (its query expansion uses the method's own vectors of the candidates); ranks K+1..100
+are the first stage's. Positives inside the top K move with the new order, so full-ranking mAP
+changes only through them.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def rerank_run(bench: BenchmarkSet, run: MethodRun, evaluation: Evaluation, rera
         if view is None or not usable.any():
             continue
         candidates = [database_views.get(int(i)) for i in top[usable]]
-        order = reranker.rerank(view, candidates, scores[q, :k][usable])
+        vectors = None if run.database_vectors is None else run.database_vectors[top[usable]]
+        order = reranker.rerank(view, candidates, scores[q, :k][usable], vectors)
         ids[q, :usable.sum()] = top[usable][[c.position for c in order]]
         scores[q, :usable.sum()] = [c.rerank_score for c in order]
     labels = bench.query_labels[evaluation.query_rows]

@@ -179,6 +179,20 @@ class RetrievalIndex:
                 f"{self.directory}: k={k} is larger than the index ({self.count} vectors)"
             )
 
+    def stored_vectors(self, ids: Sequence[int]) -> np.ndarray | None:
+        """(n, dim) float32: the vectors held for `ids` (decoded, so approximate for a quantised
+        encoding), for re-ranking's query expansion; None where the index cannot give them back."""
+        ids = np.asarray(ids, dtype=np.int64)
+        ivf = faiss.try_extract_index_ivf(self._cpu)
+        try:
+            if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # id -> entry, built once
+            return self._cpu.reconstruct_batch(ids)
+        except RuntimeError as error:
+            LOG.warning("%s: a %r index cannot give its vectors back (%s)", self.directory,
+                        self._manifest.factory, faiss_reason(error))
+            return None
+
     def rows(self, ids: np.ndarray) -> list[dict[str, Any] | None]:
         """Metadata rows for `ids` in order (None where an id is unknown or -1)."""
         return metadata.rows_for_ids(self._table, ids)

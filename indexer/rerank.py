@@ -6,9 +6,10 @@
 
 The global top max(k, rerank_k) is searched; the first `rerank_k` hits are verified against the
 query (dense views from the index's cache where it holds them, else described now) and sorted
-by their re-ranking score; the hits after them keep their global order. Re-ranking only
-reorders: a candidate that cannot be described keeps its global score with null inliers, and a
-query that cannot be described keeps its global ranking, with the reason in `skipped`.
+by their re-ranking score (its query expansion reads the candidates' vectors back from the
+index); the hits after them keep their global order. Re-ranking only reorders: a candidate
+that cannot be described is scored with null inliers (no verification bonus), and a query that
+cannot be described keeps its global ranking, with the reason in `skipped`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def rerank_search(index: RetrievalIndex, items: Sequence[Any], embedder: Embedde
                   for q, r in enumerate(found.results)]
     candidates = _candidate_views([hit for hits in shortlists for hit in hits], reranker, views,
                                   progress)
+    vectors = _candidate_vectors(index, shortlists) if reranker.params.expansion else None
     results = []
     for q, result in enumerate(found.results):
         rest = [_scored(hit, None, hit.score) for hit in result.hits[len(shortlists[q]):]]
@@ -95,7 +97,8 @@ def rerank_search(index: RetrievalIndex, items: Sequence[Any], embedder: Embedde
             continue
         top = shortlists[q]
         reranked = reranker.rerank(query_views[q], [candidates[hit.id] for hit in top],
-                                   [hit.score for hit in top])
+                                   [hit.score for hit in top],
+                                   None if vectors is None else np.stack([vectors[h.id] for h in top]))
         ordered = [_scored(top[c.position], c.inliers if c.verified else None, c.rerank_score)
                    for c in reranked]
         results.append(RerankedQuery(result.item, _renumbered((ordered + rest)[:k])))
@@ -119,6 +122,14 @@ def _candidate_views(hits: list[Hit], reranker: Reranker, cached: DenseViews | N
     for _, message in failed:  # messages name the file
         LOG.warning("candidate not verified (%s); it keeps its global score", message)
     return views
+
+
+def _candidate_vectors(index: RetrievalIndex, shortlists: list[list[Hit]]
+                       ) -> dict[int, np.ndarray] | None:
+    """Each candidate's stored vector by id, read back once (None: the index cannot)."""
+    ids = sorted({hit.id for hits in shortlists for hit in hits})
+    stored = index.stored_vectors(ids) if ids else np.zeros((0, index.dim), dtype=np.float32)
+    return None if stored is None else dict(zip(ids, stored))
 
 
 def _scored(hit: Hit, inliers: int | None, score: float) -> Hit:

@@ -51,7 +51,7 @@ for stage in $STAGES; do
         --out "$RUNS/map-small" -q
       publish "$RUNS/map-small" "$REPORTS/map_small_test" ;;
     tune)
-      timed tune $PYTHON scripts/tune_rerank.py "$DATA" --k 50 \
+      timed tune $PYTHON scripts/tune_rerank.py "$DATA" --k 50 --distractors 10000 \
         --report retrieval/checkpoints/dense/tune_rerank.json \
         --write retrieval/checkpoints/dense/dense.json ;;
     rerank10k)

@@ -48,7 +48,7 @@ def main() -> None:
     example = None
     for row, query in enumerate(picked):
         order = reranker.rerank(query_views[row], [candidate_views[i] for i in top[row]],
-                                scores[row, top[row]])
+                                scores[row, top[row]], database.vectors[top[row]])
         best = top[row][order[0].position]
         right_now = labels[best] == bench.query_labels[query]
         right_before = labels[top[row][0]] == bench.query_labels[query]

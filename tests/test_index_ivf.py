@@ -53,6 +53,14 @@ def test_stored_recall_holds_on_fresh_queries(ivf_dir: Path) -> None:
     assert recall_at_k(found, truth) >= 0.93  # tuned for 0.95 on another sample
 
 
+def test_an_ivf_index_gives_back_the_vectors_it_holds(ivf_dir: Path) -> None:
+    embedder = FakeEmbedder(dim=DIM)
+    rows = [{"row": r} for r in (3, 4_000, 19_999)]
+    index = open_index(ivf_dir)  # memory-mapped, read-only
+    _, ids = index.search_vectors(embedder.vectors_of(rows), k=1)
+    np.testing.assert_allclose(index.stored_vectors(ids[:, 0]), embedder.vectors_of(rows), atol=1e-6)
+
+
 def test_ivf_finds_database_vectors_and_supports_removal(ivf_dir: Path, tmp_path: Path) -> None:
     embedder = FakeEmbedder(dim=DIM)
     rows = list(range(0, 20_000, 997))

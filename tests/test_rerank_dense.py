@@ -17,7 +17,7 @@ from retrieval.rerank.dense_data import PairSampler, cell_of, cell_pairs
 from retrieval.rerank.dense_net import DenseFeatureNet, cell_centres
 from retrieval.rerank.dense_train import correspondence_loss
 from retrieval.rerank.reranker import LocatorError, Reranker
-from retrieval.rerank.verify import DenseView, RerankParams, rerank_order, rerank_scores, verify
+from retrieval.rerank.verify import DenseView, RerankParams, verify
 from retrieval.sim.config import SimConfig
 from retrieval.sim.objects import global_instance_id, split_instance_id
 from retrieval.train.layers import LayerBank
@@ -142,17 +142,6 @@ def test_verification_counts_geometrically_consistent_matches():
     assert other.matches == 0 and other.inliers == 0
 
 
-def test_rerank_score_formula_and_order_on_hand_computed_values():
-    params = RerankParams(weight=0.5, cap=10)
-    scores = rerank_scores(np.array([0.9, 0.8, 0.7]), np.array([0, 20, 4]), params)
-    np.testing.assert_allclose(scores, [0.9, 0.8 + 0.5, 0.7 + 0.5 * 0.4])
-    assert rerank_order(np.array([0.9, 0.8, 0.7]), np.array([0, 20, 4]), params).tolist() == [1, 0, 2]
-    # equal combined scores keep the global order
-    assert rerank_order(np.array([0.5, 0.5, 0.5]), np.zeros(3), params).tolist() == [0, 1, 2]
-    with pytest.raises(ValueError, match="invalid"):
-        RerankParams(cap=0)
-
-
 def tiny_reranker() -> Reranker:
     torch.manual_seed(0)
     locator = BlurAwareNet("test_byobnet", embedding_dim=8, blur_head=True, loc_head=True).eval()
@@ -176,6 +165,14 @@ def test_reranking_is_a_permutation_and_unreadable_candidates_keep_their_score()
     assert [c.rerank_score for c in result] == sorted((c.rerank_score for c in result), reverse=True)
     with pytest.raises(ValueError, match="candidates"):
         reranker.rerank(views[0], candidates, scores[:2])
+    expanding = Reranker(reranker.dense, reranker.locator, SIZE,
+                         RerankParams(expansion=0.5, expansion_top=2))
+    vectors = np.random.default_rng(2).standard_normal((5, 4))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    expanded = expanding.rerank(views[0], candidates, scores, vectors)
+    assert sorted(c.position for c in expanded) == [0, 1, 2, 3, 4]
+    assert [c.inliers for c in sorted(expanded, key=lambda c: c.position)] == \
+        [c.inliers for c in sorted(result, key=lambda c: c.position)]
 
 
 def test_describing_items_reports_unreadable_files(tmp_path):

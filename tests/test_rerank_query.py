@@ -109,6 +109,25 @@ def test_reranking_permutes_the_global_top_k_and_keeps_the_rest(tmp_path: Path) 
         assert after["verified_inliers"] is None and after["rerank_score"] == before["score"]
 
 
+def test_query_expansion_scores_hits_by_the_best_verified_one(tmp_path: Path, reranker: Reranker
+                                                               ) -> None:
+    index_dir, paths = _build(tmp_path)
+    expanding = Reranker(reranker.dense, reranker.locator, reranker.image_size,
+                         dataclasses.replace(reranker.params, expansion=0.5))
+    query = _same_pixels_other_bytes(paths[3], tmp_path / "copy.png")
+    (result,) = rerank_search(open_index(index_dir), [query], FakeEmbedder(), expanding, k=6,
+                              rerank_k=6).results
+    vectors = dict(zip((str(p.resolve()) for p in paths), FakeEmbedder().vectors_of(paths)))
+    best = result.hits[0]
+    assert best.path == str(paths[3].resolve()), "the same picture is verified best"
+    for hit in result.hits:  # 0.5 * verified score + 0.5 * cosine to the best hit's vector
+        verified = hit.score + SAME_PICTURE_BONUS * min(hit.verified_inliers, 100) / 100
+        expected = 0.5 * verified + 0.5 * float(vectors[best.path] @ vectors[hit.path])
+        assert hit.rerank_score == pytest.approx(expected, abs=1e-5)
+    plain = _query(str(index_dir), str(query), "-k", "6")["hits"]
+    assert sorted(hit.id for hit in result.hits) == sorted(_ids(plain)), "a permutation of the top 6"
+
+
 def test_text_and_grid_show_the_reranked_order(tmp_path: Path) -> None:
     index_dir, paths = _build(tmp_path)
     query = _same_pixels_other_bytes(paths[3], tmp_path / "copy.png")

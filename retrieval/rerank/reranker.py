@@ -2,11 +2,12 @@
 
     reranker = load_reranker()                       # shipped dense net + blur-aware locator
     views, errors = reranker.describe_items([query_path, *candidate_paths])
-    reranked = reranker.rerank(views[0], views[1:], global_scores)
+    reranked = reranker.rerank(views[0], views[1:], global_scores, candidate_vectors)
 
 The object box comes from the localisation head of a global model (the shipped `blur-aware`
 by default), so verification only compares cells that see the object. A candidate that cannot
-be read keeps its global score with zero inliers: re-ranking reorders, it never drops or adds.
+be read has zero inliers (its score is then its global score, plus the query expansion term
+where the candidates' global vectors are given): re-ranking reorders, it never drops or adds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from retrieval.model.network import BlurAwareNet
 from retrieval.rerank.dense_checkpoint import load_dense
 from retrieval.rerank.dense_net import DenseFeatureNet, cell_centres, object_crops
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
-from retrieval.rerank.verify import DenseView, RerankParams, Verification, rerank_scores, verify
+from retrieval.rerank.scoring import rerank_scores
+from retrieval.rerank.verify import DenseView, RerankParams, Verification, verify
 
 LOG = logging.getLogger(__name__)
 BOX_MARGIN = 1.1  # cells whose centre lies in the predicted box grown by this factor are kept
@@ -85,13 +87,19 @@ class Reranker:
         return verify(query, candidate, self.params)
 
     def rerank(self, query: DenseView, candidates: Sequence[DenseView | None],
-               global_scores: Sequence[float]) -> list[RerankedCandidate]:
-        """Every candidate once, best first by the re-ranking score (ties keep global order)."""
+               global_scores: Sequence[float], candidate_vectors: np.ndarray | None = None
+               ) -> list[RerankedCandidate]:
+        """Every candidate once, best first by the re-ranking score (ties keep global order).
+
+        `candidate_vectors` (K, D): the candidates' global vectors, for query expansion
+        (`retrieval.rerank.scoring`); without them the score is the verified one.
+        """
         if len(candidates) != len(global_scores):
             raise ValueError(f"{len(candidates)} candidates but {len(global_scores)} scores")
         inliers = np.array([0 if view is None else self.verify(query, view).inliers
                             for view in candidates], dtype=np.int64)
-        scores = rerank_scores(np.asarray(global_scores, dtype=np.float64), inliers, self.params)
+        scores = rerank_scores(np.asarray(global_scores, dtype=np.float64), inliers, self.params,
+                               candidate_vectors)
         order = np.argsort(-scores, kind="stable")
         return [RerankedCandidate(int(i), float(global_scores[i]), int(inliers[i]), float(scores[i]),
                                   candidates[i] is not None) for i in order]

@@ -6,10 +6,9 @@ images, found by RANSAC with a fixed seed. Look-alike instances share colours an
 their descriptors match here and there, but the matches do not line up: texture layout is
 what tells two instances of a category apart, and what the global vector blurs away.
 
-Score: rerank_score = global_score + weight * min(inliers, cap) / cap. The global similarity
-keeps the order among candidates without evidence; the bounded bonus lets verified ones rise
-without one huge inlier count outweighing everything. `weight`, `cap` and the thresholds are
-chosen on the validation split (scripts/tune_rerank.py), never on test.
+How the inliers become a re-ranking score is `retrieval.rerank.scoring`'s job; the parameters
+of both (`RerankParams`) are chosen on the validation split (scripts/tune_rerank.py), never on
+test.
 """
 
 from __future__ import annotations
@@ -39,9 +38,14 @@ class RerankParams:
     threshold_cells: float = 1.5  # RANSAC inlier threshold, in the candidate's cells
     iterations: int = 256
     seed: int = 0
+    expansion: float = 0.0  # share of the final score given to the expanded query; 0: none
+    expansion_top: int = 1  # the best candidates by verified score that may expand the query
+    expansion_min_inliers: int = 0  # ... if they have at least this many inliers
 
     def __post_init__(self) -> None:
-        if self.weight < 0 or self.cap < 1 or self.threshold_cells <= 0 or self.iterations < 1:
+        if (self.weight < 0 or self.cap < 1 or self.threshold_cells <= 0 or self.iterations < 1
+                or not 0 <= self.expansion <= 1 or self.expansion_top < 1
+                or self.expansion_min_inliers < 0):
             raise ValueError(f"invalid re-ranking parameters: {self}")
 
 
@@ -67,16 +71,3 @@ def verify(query: DenseView, candidate: DenseView, params: RerankParams) -> Veri
     result = ransac_affine(source, target, threshold=params.threshold_cells * candidate.cell_size,
                            iterations=params.iterations, seed=params.seed)
     return Verification(int(result.inlier_count), len(source), source, target, result.inliers)
-
-
-def rerank_scores(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams
-                  ) -> np.ndarray:
-    """The combined score of each candidate (see the module docstring)."""
-    bonus = np.minimum(np.asarray(inliers, dtype=np.float64), params.cap) / params.cap
-    return np.asarray(global_scores, dtype=np.float64) + params.weight * bonus
-
-
-def rerank_order(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams
-                 ) -> np.ndarray:
-    """Positions of the candidates best first; equal scores keep their global order."""
-    return np.argsort(-rerank_scores(global_scores, inliers, params), kind="stable")

@@ -1,0 +1,69 @@
+"""The re-ranking score of each candidate: global similarity, verification, query expansion.
+
+Two steps, both with parameters chosen on the validation split (`RerankParams`):
+
+1. Verified score: s_c = g_c + weight * min(inliers_c, cap) / cap, with g_c the candidate's
+   global cosine to the query. The global similarity keeps the order among candidates without
+   evidence; the bounded bonus lets verified ones rise without one huge inlier count
+   outweighing everything.
+2. Verified query expansion: E = the `expansion_top` best candidates by s that have at least
+   `expansion_min_inliers` inliers, w_e = max(s_e, 0), and
+
+       rerank_score_c = (1 - expansion) * s_c + expansion * sum_e w_e (v_e . v_c) / sum_e w_e
+
+   with v the candidates' global vectors. A candidate that verification put on top is another
+   picture of the query's object, taken in another pose and usually with other blur; the
+   database images close to it are likely that object too, which a heavily blurred query
+   cannot tell on its own. With `expansion` 0, without vectors, or when E is empty (or its
+   weights are all zero), rerank_score = s.
+
+The score only reorders the candidates it is given: none is dropped and none is added.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval.rerank.verify import RerankParams
+
+
+def verified_scores(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams
+                    ) -> np.ndarray:
+    """Step 1, s: global score plus the bounded inlier bonus."""
+    bonus = np.minimum(np.asarray(inliers, dtype=np.float64), params.cap) / params.cap
+    return np.asarray(global_scores, dtype=np.float64) + params.weight * bonus
+
+
+def expanded_scores(verified: np.ndarray, inliers: np.ndarray, vectors: np.ndarray | None,
+                    params: RerankParams) -> np.ndarray:
+    """Step 2 from the verified scores s; `vectors` (K, D) are the candidates' global vectors."""
+    verified = np.asarray(verified, dtype=np.float64)
+    if params.expansion == 0 or vectors is None or len(verified) == 0:
+        return verified
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) != len(verified):
+        raise ValueError(f"expected one global vector per candidate ({len(verified)}), "
+                         f"got an array of shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+        raise ValueError(f"candidate {row}'s global vector is not finite")
+    best = np.argsort(-verified, kind="stable")[:params.expansion_top]
+    chosen = best[np.asarray(inliers)[best] >= params.expansion_min_inliers]
+    weights = np.maximum(verified[chosen], 0.0)
+    if weights.sum() <= 0:
+        return verified
+    expanded = weights @ (vectors[chosen] @ vectors.T) / weights.sum()
+    return (1 - params.expansion) * verified + params.expansion * expanded
+
+
+def rerank_scores(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams,
+                  vectors: np.ndarray | None = None) -> np.ndarray:
+    """The final re-ranking score of each candidate (both steps)."""
+    return expanded_scores(verified_scores(global_scores, inliers, params), inliers, vectors,
+                           params)
+
+
+def rerank_order(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams,
+                 vectors: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the candidates best first; equal scores keep their global order."""
+    return np.argsort(-rerank_scores(global_scores, inliers, params, vectors), kind="stable")
