@@ -16,7 +16,7 @@ BIN=${BIN:-.venv/bin/blur-retrieval}
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-data/small}
 RUN=${RUN:-runs/dense}
-STEPS=${STEPS:-3000}   # 2-core CPU: 0.55-0.6 s/step alone, ~29 min; the shipped run shared the CPU, 57 min
+STEPS=${STEPS:-3000}   # 2-core CPU alone: 0.56-0.58 s/step (steps 20-240 of the shipped run), ~29 min; it shared the CPU, 57 min
 DEVICE=${DEVICE:-cpu}
 DEST=${DEST:-retrieval/checkpoints/dense}
 

@@ -26,8 +26,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmark.protocol import load_benchmark_set
+from indexer.rerank import describe_all
 from retrieval.embed import load_embedder
 from retrieval.fileio import write_json_atomic, write_text_atomic
 from retrieval.manifest import manifest_items
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=Path("runs/tune_rerank.json"))
     parser.add_argument("--write", type=Path, help="dense.json to store the chosen parameters in")
     args = parser.parse_args()
+    if args.distractors < 0:
+        parser.error(f"--distractors must be >= 0, got {args.distractors}")
 
     started = time.perf_counter()
     items, table = manifest_items(args.data / "manifest.parquet")
@@ -95,7 +99,7 @@ def main() -> None:
     database_instances = np.concatenate([val.database_instances,
                                          np.full(args.distractors, -1, dtype=np.int64)])
     embedder = load_embedder(args.locator, device="cpu")
-    result = embedder.embed(val.queries + database_items)
+    result = embedder.embed(val.queries + database_items, progress=True)
     if result.errors:
         raise SystemExit(f"val images failed to embed: {result.errors[0][1]}")
     queries, database = result.vectors[:len(val.queries)], result.vectors[len(val.queries):]
@@ -105,7 +109,8 @@ def main() -> None:
     top = ranked[:, :args.k]
     reranker = load_reranker(args.dense, args.locator, "cpu")
     needed = np.unique(top)  # only candidates need a view
-    views, errors = reranker.describe_items(val.queries + [database_items[i] for i in needed])
+    views, errors = describe_all(reranker, val.queries + [database_items[i] for i in needed],
+                                 progress=True)
     if errors:
         raise SystemExit(f"val images failed to describe: {errors[0][1]}")
     query_views = views[:len(val.queries)]
@@ -115,7 +120,8 @@ def main() -> None:
     described = time.perf_counter() - started
 
     grid = []
-    for min_similarity, threshold in itertools.product(MIN_SIMILARITIES, THRESHOLDS):
+    for min_similarity, threshold in tqdm(list(itertools.product(MIN_SIMILARITIES, THRESHOLDS)),
+                                          desc="grid", unit="(similarity, threshold)"):
         params = RerankParams(min_similarity=min_similarity, threshold_cells=threshold)
         inliers = np.array([[verify(query_views[q], database_views[c], params).inliers
                              for c in top[q]] for q in range(len(top))])
