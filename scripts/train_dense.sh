@@ -4,7 +4,7 @@
 #
 # Data: the `small` preset's train instances (the layer bank `train` builds, object layers over
 # backgrounds unrelated to the instance), exact pixel correspondences from the simulator, val
-# instances for validation; then the re-ranking parameters are chosen on the val split with
+# instances for validation; then the re-ranking parameters are chosen on all val queries with
 # 10,000 virtual distractors (scripts/tune_rerank.py) and stored in dense.json. Test instances
 # are never seen.
 #

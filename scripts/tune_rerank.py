@@ -3,16 +3,18 @@
     .venv/bin/python scripts/tune_rerank.py data/small --dense runs/dense --k 50 \
         --distractors 10000 --write retrieval/checkpoints/dense/dense.json
 
-Val queries against the val database (unseen instances, the benchmark's protocol) plus
-`--distractors` virtual distractors (other instances of the same categories, as in `bench map
---distractors`, but other rows of the simulator's distractor table), first stage
+Val queries (all of them unless `--max-queries`) against the val database (unseen instances,
+the benchmark's protocol) plus `--distractors` virtual distractors (other instances of the same
+categories, as in `bench map --distractors`, but other rows of the simulator's distractor
+table), first stage
 `--locator`'s global vectors (exact search), then every combination of the grid below. The
 chosen one has the best mean mAP@100 at blur levels 5 and 6, the queries this stage is for,
 among those that lose nothing at level 1 (ties: the better overall mAP@100, then the smaller
-weight, then less expansion). Inlier counts are computed once per (min_similarity, threshold)
-and reused for every weight, cap and expansion setting. The whole grid goes to `--report` as
-JSON (one row per combination), with the best by overall mAP@100 and the best without query
-expansion beside the chosen one.
+weight, then less expansion). Verification runs once per (min_similarity, threshold); its
+inlier counts and appearance similarities are reused for every weight, cap, appearance share
+and expansion setting. The whole grid goes to `--report` as JSON (one row per combination),
+with the best by overall mAP@100, the best without query expansion and the best without the
+appearance similarity beside the chosen one.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ from retrieval.rerank.verify import RerankParams, verify
 from retrieval.train.validation import TOP_K, build_validation_set, score_ranking
 
 DISTRACTOR_OFFSET = 100_000
-WEIGHTS = (0.05, 0.1, 0.2, 0.4)
-CAPS = (8, 16, 32)
-MIN_SIMILARITIES = (0.95, 0.97, 0.98)
+WEIGHTS = (0.025, 0.05, 0.1, 0.2)
+CAPS = (8, 16)
+MIN_SIMILARITIES = (0.97, 0.98)
 THRESHOLDS = (2.5, 4.0)  # cells
+APPEARANCES = (0.0, 0.3, 0.45, 0.55, 0.65)
 # (expansion, expansion_top, expansion_min_inliers); (0, 1, 0) is no expansion
-EXPANSIONS = ((0.0, 1, 0), *itertools.product((0.25, 0.5, 0.75), (1, 2, 3), (0, 4)))
+EXPANSIONS = ((0.0, 1, 0), *itertools.product((0.25, 0.5, 0.75), (1, 2, 3), (0,)))
 
 
 def _map(ranked: np.ndarray, query_labels: np.ndarray, database_labels: np.ndarray,
@@ -82,7 +85,10 @@ def main() -> None:
     parser.add_argument("--dense", default=SHIPPED_DENSE)
     parser.add_argument("--locator", default=DEFAULT_LOCATOR)
     parser.add_argument("--k", type=int, default=50)
-    parser.add_argument("--max-queries", type=int, default=1000)
+    parser.add_argument("--max-queries", type=int, default=None,
+                        help="val queries kept, evenly spread (default: all of them; a larger grid "
+                             "needs them, or its choice follows the noise of a few hundred queries "
+                             "per blur level)")
     parser.add_argument("--distractors", type=int, default=0,
                         help="virtual distractors added to the val database (rows that no bench "
                              f"map run of up to {DISTRACTOR_OFFSET:,} distractors uses)")
@@ -123,15 +129,18 @@ def main() -> None:
     for min_similarity, threshold in tqdm(list(itertools.product(MIN_SIMILARITIES, THRESHOLDS)),
                                           desc="grid", unit="(similarity, threshold)"):
         params = RerankParams(min_similarity=min_similarity, threshold_cells=threshold)
-        inliers = np.array([[verify(query_views[q], database_views[c], params).inliers
-                             for c in top[q]] for q in range(len(top))])
-        for (weight, cap), (expansion, top_n, min_inliers) in itertools.product(
-                itertools.product(WEIGHTS, CAPS), EXPANSIONS):
-            chosen = replace(params, weight=weight, cap=cap, expansion=expansion,
+        checked = [[verify(query_views[q], database_views[c], params) for c in top[q]]
+                   for q in range(len(top))]
+        inliers = np.array([[v.inliers for v in row] for row in checked])
+        appearance = np.array([[v.appearance for v in row] for row in checked])
+        for weight, cap, share, (expansion, top_n, min_inliers) in itertools.product(
+                WEIGHTS, CAPS, APPEARANCES, EXPANSIONS):
+            chosen = replace(params, weight=weight, cap=cap, appearance=share, expansion=expansion,
                              expansion_top=top_n, expansion_min_inliers=min_inliers)
             reordered = ranked.copy()
             for q in range(len(top)):
-                order = rerank_order(top_scores[q], inliers[q], chosen, top_vectors[q])
+                order = rerank_order(top_scores[q], inliers[q], chosen, top_vectors[q],
+                                     appearance[q])
                 reordered[q, :args.k] = top[q][order]
             grid.append({"params": asdict(chosen),
                          "map100": _map(reordered, val.query_instances, database_instances,
@@ -139,17 +148,20 @@ def main() -> None:
     best = _best(grid, base)
     overall = _best(grid, base, objective=lambda entry: entry["map100"]["all"])
     without = _best([entry for entry in grid if entry["params"]["expansion"] == 0], base)
+    without_appearance = _best([entry for entry in grid if entry["params"]["appearance"] == 0], base)
     report = {"data": str(args.data), "dense": args.dense, "locator": args.locator, "k": args.k,
               "queries": len(val.queries), "database": len(val.database),
               "distractors": args.distractors, "baseline": base,
               "best": best, "best_overall": overall, "best_without_expansion": without,
+              "best_without_appearance": without_appearance,
               "seconds": {"embed and describe": described, "total": time.perf_counter() - started},
               "grid_columns": list(grid[0]["params"]) + [f"map100_{key}" for key in base],
               "grid": [[*entry["params"].values(), *(round(entry["map100"][key], 6) for key in base)]
                        for entry in grid]}
     write_text_atomic(args.report, json.dumps(report, sort_keys=True) + "\n")  # compact: the grid is long
     print(json.dumps({key: report[key] for key in ("baseline", "best", "best_overall",
-                                                   "best_without_expansion", "seconds")}, indent=1))
+                                                   "best_without_expansion",
+                                                   "best_without_appearance", "seconds")}, indent=1))
     if args.write:
         config = json.loads(args.write.read_text(encoding="utf-8"))
         config["rerank"] = best["params"]

@@ -142,6 +142,21 @@ def test_verification_counts_geometrically_consistent_matches():
     assert other.matches == 0 and other.inliers == 0
 
 
+def test_appearance_similarity_is_the_mean_best_cosine_both_ways():
+    # Query cells e0, e1; candidate cells e0 and (e1 + e2)/sqrt(2): best cosines 1 and 1/sqrt(2)
+    # from the query side, 1 and 1/sqrt(2) from the candidate side.
+    query = np.eye(3, dtype=np.float32)[:2]
+    candidate = np.array([[1, 0, 0], [0, 1, 1]], dtype=np.float32) / [[1], [np.sqrt(2)]]
+    points = np.array([[0, 0], [4, 0]], dtype=np.float32)
+    result = verify(DenseView(query, points, 4.0), DenseView(candidate.astype(np.float32), points, 4.0),
+                    RerankParams())
+    assert result.appearance == pytest.approx((1 + 2 ** -0.5) / 2)
+    same = verify(grid_view(unit_rows(100, 8, 3)), grid_view(unit_rows(100, 8, 3)), RerankParams())
+    assert same.appearance == pytest.approx(1.0)
+    empty = DenseView(np.zeros((0, 3), np.float32), np.zeros((0, 2), np.float32), 4.0)
+    assert verify(empty, DenseView(query, points, 4.0), RerankParams()).appearance == 0.0
+
+
 def tiny_reranker() -> Reranker:
     torch.manual_seed(0)
     locator = BlurAwareNet("test_byobnet", embedding_dim=8, blur_head=True, loc_head=True).eval()
@@ -162,6 +177,16 @@ def test_reranking_is_a_permutation_and_unreadable_candidates_keep_their_score()
         assert entry.verified == (candidates[entry.position] is not None)
         if not entry.verified:
             assert entry.inliers == 0 and entry.rerank_score == entry.global_score
+    blending = Reranker(reranker.dense, reranker.locator, SIZE, RerankParams(appearance=0.5))
+    for entry in blending.rerank(views[0], candidates, scores):
+        view = candidates[entry.position]
+        if view is None:  # no description: its global score stands, whatever the blend
+            assert entry.rerank_score == pytest.approx(entry.global_score)
+        else:
+            checked = blending.verify(views[0], view)
+            expected = (0.5 * entry.global_score + 0.5 * checked.appearance
+                        + 0.2 * min(checked.inliers, 12) / 12)
+            assert entry.rerank_score == pytest.approx(expected)
     assert [c.rerank_score for c in result] == sorted((c.rerank_score for c in result), reverse=True)
     with pytest.raises(ValueError, match="candidates"):
         reranker.rerank(views[0], candidates, scores[:2])

@@ -19,6 +19,20 @@ def test_verified_score_adds_the_bounded_inlier_bonus():
                                [0.9, 0.8 + 0.5, 0.7 + 0.5 * 0.4])
 
 
+def test_appearance_blends_with_the_global_score_before_the_bonus():
+    params = RerankParams(weight=0.5, cap=10, appearance=0.25)
+    appearance = np.array([0.5, 0.9, 0.7])
+    np.testing.assert_allclose(verified_scores(GLOBAL, np.array([0, 20, 4]), params, appearance),
+                               [0.75 * 0.9 + 0.25 * 0.5, 0.75 * 0.8 + 0.25 * 0.9 + 0.5,
+                                0.7 + 0.5 * 0.4])
+    # the blend reorders: candidate 1 (0.85) passes candidate 0, which ties with 2 (0.7, global order)
+    blend = RerankParams(weight=0.0, appearance=0.5)
+    assert rerank_order(GLOBAL, np.zeros(3), blend, appearance=appearance).tolist() == [1, 0, 2]
+    assert rerank_order(GLOBAL, np.zeros(3), blend).tolist() == [0, 1, 2], "none given: no blend"
+    with pytest.raises(ValueError, match="one appearance similarity per candidate"):
+        verified_scores(GLOBAL, np.zeros(3), blend, appearance[:2])
+
+
 def test_expansion_by_the_best_verified_candidate_lifts_its_look_alikes():
     params = RerankParams(weight=0.0, expansion=0.5, expansion_top=1)
     inliers = np.array([5, 0, 0])
@@ -72,6 +86,7 @@ def test_bad_vectors_and_parameters_are_refused():
     with pytest.raises(ValueError, match="candidate 1's global vector is not finite"):
         expanded_scores(GLOBAL, np.zeros(3), broken, params)
     for bad in ({"expansion": 1.5}, {"expansion": -0.1}, {"expansion_top": 0},
-                {"expansion_min_inliers": -1}, {"cap": 0}):
+                {"expansion_min_inliers": -1}, {"cap": 0}, {"appearance": 1.5},
+                {"appearance": -0.5}):
         with pytest.raises(ValueError, match="invalid"):
             RerankParams(**bad)

@@ -6,8 +6,9 @@
 
 The object box comes from the localisation head of a global model (the shipped `blur-aware`
 by default), so verification only compares cells that see the object. A candidate that cannot
-be read has zero inliers (its score is then its global score, plus the query expansion term
-where the candidates' global vectors are given): re-ranking reorders, it never drops or adds.
+be read has zero inliers and its global score as appearance similarity (its score is then its
+global score, plus the query expansion term where the candidates' global vectors are given):
+re-ranking reorders, it never drops or adds.
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ class Reranker:
         """
         if len(candidates) != len(global_scores):
             raise ValueError(f"{len(candidates)} candidates but {len(global_scores)} scores")
-        inliers = np.array([0 if view is None else self.verify(query, view).inliers
-                            for view in candidates], dtype=np.int64)
-        scores = rerank_scores(np.asarray(global_scores, dtype=np.float64), inliers, self.params,
-                               candidate_vectors)
+        global_scores = np.asarray(global_scores, dtype=np.float64)
+        checked = [None if view is None else self.verify(query, view) for view in candidates]
+        inliers = np.array([0 if v is None else v.inliers for v in checked], dtype=np.int64)
+        appearance = np.array([g if v is None else v.appearance for g, v in zip(global_scores, checked)])
+        scores = rerank_scores(global_scores, inliers, self.params, candidate_vectors, appearance)
         order = np.argsort(-scores, kind="stable")
         return [RerankedCandidate(int(i), float(global_scores[i]), int(inliers[i]), float(scores[i]),
                                   candidates[i] is not None) for i in order]

@@ -2,10 +2,14 @@
 
 Two steps, both with parameters chosen on the validation split (`RerankParams`):
 
-1. Verified score: s_c = g_c + weight * min(inliers_c, cap) / cap, with g_c the candidate's
-   global cosine to the query. The global similarity keeps the order among candidates without
-   evidence; the bounded bonus lets verified ones rise without one huge inlier count
-   outweighing everything.
+1. Verified score: s_c = (1 - appearance) * g_c + appearance * a_c + weight * min(inliers_c,
+   cap) / cap, with g_c the candidate's global cosine to the query and a_c the appearance
+   similarity of their dense cells (each cell's best cosine in the other image, averaged both
+   ways). The global similarity keeps the order among candidates without evidence; the cells
+   add what the single global vector averaged away (among thousands of look-alikes, the
+   appearance term is what ranks the query's own object higher most often); the bounded bonus
+   lets geometrically verified ones rise without one huge inlier count outweighing everything.
+   A candidate that could not be described has a_c = g_c and no inliers: s_c = g_c.
 2. Verified query expansion: E = the `expansion_top` best candidates by s that have at least
    `expansion_min_inliers` inliers, w_e = max(s_e, 0), and
 
@@ -27,11 +31,19 @@ import numpy as np
 from retrieval.rerank.verify import RerankParams
 
 
-def verified_scores(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams
-                    ) -> np.ndarray:
-    """Step 1, s: global score plus the bounded inlier bonus."""
+def verified_scores(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams,
+                    appearance: np.ndarray | None = None) -> np.ndarray:
+    """Step 1, s: global score blended with the appearance similarity (where given), plus the
+    bounded inlier bonus."""
+    scores = np.asarray(global_scores, dtype=np.float64)
     bonus = np.minimum(np.asarray(inliers, dtype=np.float64), params.cap) / params.cap
-    return np.asarray(global_scores, dtype=np.float64) + params.weight * bonus
+    if appearance is not None and params.appearance:
+        appearance = np.asarray(appearance, dtype=np.float64)
+        if appearance.shape != scores.shape:
+            raise ValueError(f"expected one appearance similarity per candidate ({len(scores)}), "
+                             f"got an array of shape {appearance.shape}")
+        scores = (1 - params.appearance) * scores + params.appearance * appearance
+    return scores + params.weight * bonus
 
 
 def expanded_scores(verified: np.ndarray, inliers: np.ndarray, vectors: np.ndarray | None,
@@ -57,13 +69,16 @@ def expanded_scores(verified: np.ndarray, inliers: np.ndarray, vectors: np.ndarr
 
 
 def rerank_scores(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams,
-                  vectors: np.ndarray | None = None) -> np.ndarray:
+                  vectors: np.ndarray | None = None, appearance: np.ndarray | None = None
+                  ) -> np.ndarray:
     """The final re-ranking score of each candidate (both steps)."""
-    return expanded_scores(verified_scores(global_scores, inliers, params), inliers, vectors,
-                           params)
+    verified = verified_scores(global_scores, inliers, params, appearance)
+    return expanded_scores(verified, inliers, vectors, params)
 
 
 def rerank_order(global_scores: np.ndarray, inliers: np.ndarray, params: RerankParams,
-                 vectors: np.ndarray | None = None) -> np.ndarray:
+                 vectors: np.ndarray | None = None, appearance: np.ndarray | None = None
+                 ) -> np.ndarray:
     """Positions of the candidates best first; equal scores keep their global order."""
-    return np.argsort(-rerank_scores(global_scores, inliers, params, vectors), kind="stable")
+    return np.argsort(-rerank_scores(global_scores, inliers, params, vectors, appearance),
+                      kind="stable")
