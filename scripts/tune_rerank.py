@@ -6,11 +6,10 @@
 Val queries (all of them unless `--max-queries`) against the val database (unseen instances,
 the benchmark's protocol) plus `--distractors` virtual distractors (other instances of the same
 categories, as in `bench map --distractors`, but other rows of the simulator's distractor
-table), first stage
-`--locator`'s global vectors (exact search), then every combination of the grid below. The
-chosen one has the best mean mAP@100 at blur levels 5 and 6, the queries this stage is for,
-among those that lose nothing at level 1 (ties: the better overall mAP@100, then the smaller
-weight, then less expansion). Verification runs once per (min_similarity, threshold); its
+table), first stage `--locator`'s global vectors (exact search), then every combination of the
+grid below. The chosen one has the best mean mAP@100 at blur levels 5 and 6, the queries this
+stage is for, among those that lose nothing at level 1 (ties: the better overall mAP@100, then
+the smaller weight, then less expansion). Verification runs once per (min_similarity, threshold); its
 inlier counts and appearance similarities are reused for every weight, cap, appearance share
 and expansion setting. The whole grid goes to `--report` as JSON (one row per combination),
 with the best by overall mAP@100, the best without query expansion and the best without the
@@ -97,6 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.distractors < 0:
         parser.error(f"--distractors must be >= 0, got {args.distractors}")
+    if args.max_queries is not None and args.max_queries < 1:
+        parser.error(f"--max-queries must be >= 1, got {args.max_queries}")
 
     started = time.perf_counter()
     items, table = manifest_items(args.data / "manifest.parquet")
