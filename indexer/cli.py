@@ -326,7 +326,9 @@ def _print_answers(answered: list[tuple[str, list[dict[str, Any]], str | None]],
             verified = ""
             if "rerank_score" in hit:
                 inliers = "-" if hit["verified_inliers"] is None else hit["verified_inliers"]
-                verified = f"  rerank {hit['rerank_score']:.4f}  inliers {inliers:>4}"
+                appearance = "-" if hit["appearance"] is None else f"{hit['appearance']:.4f}"
+                verified = (f"  rerank {hit['rerank_score']:.4f}  appearance {appearance:>6}"
+                            f"  inliers {inliers:>4}")
             click.echo(f"  {hit['rank']:>4}  {hit['score']:.4f}{verified}  id {hit['id']:<8} "
                        f"{hit['path']}")
     for _, _, error in skipped:  # messages name their file

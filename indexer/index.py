@@ -60,6 +60,7 @@ class Hit:
     # Set by re-ranking (`indexer.rerank`) only, so a plain search answers as it always did.
     verified_inliers: int | None = None  # None there: the candidate could not be verified
     rerank_score: float | None = None
+    appearance: float | None = None  # dense appearance similarity to the query; None: unverified
 
     @property
     def path(self) -> str | None:
@@ -74,10 +75,11 @@ class Hit:
 
     def to_json(self) -> dict[str, Any]:
         """The hit as `query --json` and the HTTP API print it; a re-ranked hit adds its inliers
-        (null when unverified) and re-ranking score."""
+        and appearance similarity (null when unverified) and re-ranking score."""
         answer = {"rank": self.rank, "id": self.id, "path": self.path, "score": round(self.score, 6)}
         if self.rerank_score is not None:
             answer.update(verified_inliers=self.verified_inliers,
+                          appearance=None if self.appearance is None else round(self.appearance, 6),
                           rerank_score=round(self.rerank_score, 6))
         return answer
 

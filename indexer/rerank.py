@@ -72,7 +72,7 @@ def rerank_search(index: RetrievalIndex, items: Sequence[Any], embedder: Embedde
 
     `views`: cached dense views of database images (by id); the others are described on demand.
     Results are `RerankedQuery`; every hit carries `rerank_score` (its global score where it was
-    not verified) and `verified_inliers` (None where it was not verified).
+    not verified), `verified_inliers` and `appearance` (None where it was not verified).
     """
     index.check_k(k)
     if isinstance(rerank_k, bool) or not isinstance(rerank_k, (int, np.integer)) or rerank_k < 1:
@@ -89,7 +89,7 @@ def rerank_search(index: RetrievalIndex, items: Sequence[Any], embedder: Embedde
     vectors = _candidate_vectors(index, shortlists) if reranker.params.expansion else None
     results = []
     for q, result in enumerate(found.results):
-        rest = [_scored(hit, None, hit.score) for hit in result.hits[len(shortlists[q]):]]
+        rest = [_scored(hit, None, None, hit.score) for hit in result.hits[len(shortlists[q]):]]
         if query_views[q] is None:
             LOG.warning("re-ranking skipped for %s: %s; it keeps the global ranking",
                         _name(items[result.item], result.item), why[q])
@@ -99,8 +99,8 @@ def rerank_search(index: RetrievalIndex, items: Sequence[Any], embedder: Embedde
         reranked = reranker.rerank(query_views[q], [candidates[hit.id] for hit in top],
                                    [hit.score for hit in top],
                                    None if vectors is None else np.stack([vectors[h.id] for h in top]))
-        ordered = [_scored(top[c.position], c.inliers if c.verified else None, c.rerank_score)
-                   for c in reranked]
+        ordered = [_scored(top[c.position], c.inliers if c.verified else None, c.appearance,
+                           c.rerank_score) for c in reranked]
         results.append(RerankedQuery(result.item, _renumbered((ordered + rest)[:k])))
     return ImageSearch(results=results, errors=found.errors)
 
@@ -132,8 +132,9 @@ def _candidate_vectors(index: RetrievalIndex, shortlists: list[list[Hit]]
     return None if stored is None else dict(zip(ids, stored))
 
 
-def _scored(hit: Hit, inliers: int | None, score: float) -> Hit:
-    return dataclasses.replace(hit, verified_inliers=inliers, rerank_score=float(score))
+def _scored(hit: Hit, inliers: int | None, appearance: float | None, score: float) -> Hit:
+    return dataclasses.replace(hit, verified_inliers=inliers, appearance=appearance,
+                               rerank_score=float(score))
 
 
 def _renumbered(hits: list[Hit]) -> list[Hit]:

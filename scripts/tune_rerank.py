@@ -9,11 +9,12 @@ categories, as in `bench map --distractors`, but other rows of the simulator's d
 table), first stage `--locator`'s global vectors (exact search), then every combination of the
 grid below. The chosen one has the best mean mAP@100 at blur levels 5 and 6, the queries this
 stage is for, among those that lose nothing at level 1 (ties: the better overall mAP@100, then
-the smaller weight, then less expansion). Verification runs once per (min_similarity, threshold); its
-inlier counts and appearance similarities are reused for every weight, cap, appearance share
-and expansion setting. The whole grid goes to `--report` as JSON (one row per combination),
-with the best by overall mAP@100, the best without query expansion and the best without the
-appearance similarity beside the chosen one.
+the smaller weight, then less expansion). Verification runs once per min_similarity, and the
+appearance similarities once per share of cells; both are reused for every weight, appearance
+share and expansion setting (combinations that cannot differ, such as every min_similarity at
+weight 0, are run once). The whole grid goes to `--report` as JSON (one row per combination),
+with the best by overall mAP@100, the best without query expansion, the best without the
+appearance similarity and the best that averages all cells beside the chosen one.
 """
 
 from __future__ import annotations
@@ -35,18 +36,20 @@ from retrieval.embed import load_embedder
 from retrieval.fileio import write_json_atomic, write_text_atomic
 from retrieval.manifest import manifest_items
 from retrieval.metrics import rank_by_scores
+from retrieval.rerank.matching import similarity_matrix
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.rerank.reranker import load_reranker
 from retrieval.rerank.scoring import rerank_order
-from retrieval.rerank.verify import RerankParams, verify
+from retrieval.rerank.verify import RerankParams, appearance_similarity, verify
 from retrieval.train.validation import TOP_K, build_validation_set, score_ranking
 
 DISTRACTOR_OFFSET = 100_000
-WEIGHTS = (0.025, 0.05, 0.1, 0.2)
-CAPS = (8, 16)
+WEIGHTS = (0.0, 0.025, 0.05, 0.1)
+CAP = 8
 MIN_SIMILARITIES = (0.97, 0.98)
-THRESHOLDS = (2.5, 4.0)  # cells
-APPEARANCES = (0.0, 0.3, 0.45, 0.55, 0.65)
+THRESHOLD = 4.0  # cells
+APPEARANCES = (0.0, 0.45, 0.55, 0.65, 0.75)
+APPEARANCE_CELLS = (0.3, 0.4, 0.5, 1.0)
 # (expansion, expansion_top, expansion_min_inliers); (0, 1, 0) is no expansion
 EXPANSIONS = ((0.0, 1, 0), *itertools.product((0.25, 0.5, 0.75), (1, 2, 3), (0,)))
 
@@ -65,6 +68,18 @@ def _distractors(data: Path, count: int) -> list:
         return []
     database = load_benchmark_set(data / "manifest.parquet", DISTRACTOR_OFFSET + count).database
     return [database[i] for i in range(len(database) - count, len(database))]
+
+
+def _appearances(query_views: list, database_views: dict, top: np.ndarray) -> dict[float, np.ndarray]:
+    """Appearance similarity of every (query, candidate) pair, (Q, k) per share of cells."""
+    values = {cells: np.zeros(top.shape) for cells in APPEARANCE_CELLS}
+    for q in tqdm(range(len(top)), desc="appearance", unit="query"):
+        for position, candidate in enumerate(top[q]):
+            similarity = similarity_matrix(query_views[q].descriptors,
+                                           database_views[candidate].descriptors)
+            for cells, table in values.items():
+                table[q, position] = appearance_similarity(similarity, cells)
+    return values
 
 
 def _high_blur(entry: dict) -> float:
@@ -126,22 +141,24 @@ def main() -> None:
     top_vectors = database[top]  # (Q, k, D): each query's candidates, for query expansion
     described = time.perf_counter() - started
 
+    appearances = _appearances(query_views, database_views, top)
     grid = []
-    for min_similarity, threshold in tqdm(list(itertools.product(MIN_SIMILARITIES, THRESHOLDS)),
-                                          desc="grid", unit="(similarity, threshold)"):
-        params = RerankParams(min_similarity=min_similarity, threshold_cells=threshold)
-        checked = [[verify(query_views[q], database_views[c], params) for c in top[q]]
-                   for q in range(len(top))]
-        inliers = np.array([[v.inliers for v in row] for row in checked])
-        appearance = np.array([[v.appearance for v in row] for row in checked])
-        for weight, cap, share, (expansion, top_n, min_inliers) in itertools.product(
-                WEIGHTS, CAPS, APPEARANCES, EXPANSIONS):
-            chosen = replace(params, weight=weight, cap=cap, appearance=share, expansion=expansion,
-                             expansion_top=top_n, expansion_min_inliers=min_inliers)
+    for min_similarity in tqdm(MIN_SIMILARITIES, desc="grid", unit="min_similarity"):
+        params = RerankParams(min_similarity=min_similarity, threshold_cells=THRESHOLD, cap=CAP)
+        inliers = np.array([[verify(query_views[q], database_views[c], params).inliers for c in top[q]]
+                            for q in range(len(top))])
+        weights = WEIGHTS if min_similarity == MIN_SIMILARITIES[0] else [w for w in WEIGHTS if w]
+        for weight, share, cells, (expansion, top_n, min_inliers) in itertools.product(
+                weights, APPEARANCES, APPEARANCE_CELLS, EXPANSIONS):
+            if share == 0 and cells != 1:
+                continue  # without the appearance term its cells do not matter
+            chosen = replace(params, weight=weight, appearance=share, appearance_cells=cells,
+                             expansion=expansion, expansion_top=top_n,
+                             expansion_min_inliers=min_inliers)
             reordered = ranked.copy()
             for q in range(len(top)):
                 order = rerank_order(top_scores[q], inliers[q], chosen, top_vectors[q],
-                                     appearance[q])
+                                     appearances[cells][q])
                 reordered[q, :args.k] = top[q][order]
             grid.append({"params": asdict(chosen),
                          "map100": _map(reordered, val.query_instances, database_instances,
@@ -150,11 +167,12 @@ def main() -> None:
     overall = _best(grid, base, objective=lambda entry: entry["map100"]["all"])
     without = _best([entry for entry in grid if entry["params"]["expansion"] == 0], base)
     without_appearance = _best([entry for entry in grid if entry["params"]["appearance"] == 0], base)
+    all_cells = _best([entry for entry in grid if entry["params"]["appearance_cells"] == 1], base)
     report = {"data": str(args.data), "dense": args.dense, "locator": args.locator, "k": args.k,
               "queries": len(val.queries), "database": len(val.database),
               "distractors": args.distractors, "baseline": base,
               "best": best, "best_overall": overall, "best_without_expansion": without,
-              "best_without_appearance": without_appearance,
+              "best_without_appearance": without_appearance, "best_with_all_cells": all_cells,
               "seconds": {"embed and describe": described, "total": time.perf_counter() - started},
               "grid_columns": list(grid[0]["params"]) + [f"map100_{key}" for key in base],
               "grid": [[*entry["params"].values(), *(round(entry["map100"][key], 6) for key in base)]
@@ -162,7 +180,8 @@ def main() -> None:
     write_text_atomic(args.report, json.dumps(report, sort_keys=True) + "\n")  # compact: the grid is long
     print(json.dumps({key: report[key] for key in ("baseline", "best", "best_overall",
                                                    "best_without_expansion",
-                                                   "best_without_appearance", "seconds")}, indent=1))
+                                                   "best_without_appearance", "best_with_all_cells",
+                                                   "seconds")}, indent=1))
     if args.write:
         config = json.loads(args.write.read_text(encoding="utf-8"))
         config["rerank"] = best["params"]

@@ -17,7 +17,7 @@ from retrieval.rerank.dense_data import PairSampler, cell_of, cell_pairs
 from retrieval.rerank.dense_net import DenseFeatureNet, cell_centres
 from retrieval.rerank.dense_train import correspondence_loss
 from retrieval.rerank.reranker import LocatorError, Reranker
-from retrieval.rerank.verify import DenseView, RerankParams, verify
+from retrieval.rerank.verify import DenseView, RerankParams, appearance_similarity, verify
 from retrieval.sim.config import SimConfig
 from retrieval.sim.objects import global_instance_id, split_instance_id
 from retrieval.train.layers import LayerBank
@@ -155,6 +155,28 @@ def test_appearance_similarity_is_the_mean_best_cosine_both_ways():
     assert same.appearance == pytest.approx(1.0)
     empty = DenseView(np.zeros((0, 3), np.float32), np.zeros((0, 2), np.float32), 4.0)
     assert verify(empty, DenseView(query, points, 4.0), RerankParams()).appearance == 0.0
+
+
+def test_trimmed_appearance_averages_only_the_best_matched_share_of_cells():
+    # Query cells' best cosines in the candidate: 0.9, 0.1, 0.5, 0.7 (rows); the candidate's
+    # cells' best in the query: 0.9, 0.7, 0.3 (columns).
+    similarity = np.array([[0.9, 0.2, 0.0],
+                           [0.1, 0.0, 0.0],
+                           [0.0, 0.5, 0.3],
+                           [0.2, 0.7, 0.0]])
+    plain = ((0.9 + 0.1 + 0.5 + 0.7) / 4 + (0.9 + 0.7 + 0.3) / 3) / 2
+    assert appearance_similarity(similarity) == pytest.approx(plain)
+    # Half the cells: the best 2 of 4 query cells (0.9, 0.7), the best 2 of 3 candidate cells
+    # (round(1.5) = 2: 0.9, 0.7).
+    assert appearance_similarity(similarity, 0.5) == pytest.approx(((0.9 + 0.7) / 2 + (0.9 + 0.7) / 2) / 2)
+    assert appearance_similarity(similarity, 0.01) == pytest.approx(0.9)  # at least one cell a side
+    assert appearance_similarity(np.zeros((0, 3)), 0.5) == 0.0
+    # verify reads the share from its parameters.
+    query, candidate = grid_view(unit_rows(100, 8, 4)), grid_view(unit_rows(100, 8, 5))
+    cosines = query.descriptors @ candidate.descriptors.T
+    trimmed = verify(query, candidate, RerankParams(appearance_cells=0.3)).appearance
+    assert trimmed == pytest.approx(appearance_similarity(cosines, 0.3))
+    assert trimmed > verify(query, candidate, RerankParams()).appearance
 
 
 def tiny_reranker() -> Reranker:

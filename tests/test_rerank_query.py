@@ -84,7 +84,9 @@ def test_hits_gain_inliers_and_rerank_score_with_renumbered_ranks(tmp_path: Path
     hits = answer["hits"]
     assert "rerank" not in answer
     assert [set(hit) for hit in hits] == [{"rank", "id", "path", "score", "verified_inliers",
-                                           "rerank_score"}] * 3
+                                           "appearance", "rerank_score"}] * 3
+    assert hits[0]["appearance"] == pytest.approx(1.0, abs=1e-5), "the same picture's cells match"
+    assert all(-1 <= hit["appearance"] <= 1 + 1e-6 for hit in hits)
     assert [hit["rank"] for hit in hits] == [1, 2, 3]
     assert hits[0]["path"] == str(paths[0].resolve()) and hits[0]["verified_inliers"] >= 100
     assert hits[0]["rerank_score"] == pytest.approx(hits[0]["score"] + SAME_PICTURE_BONUS, abs=1e-5)
@@ -107,6 +109,7 @@ def test_reranking_permutes_the_global_top_k_and_keeps_the_rest(tmp_path: Path) 
         assert (after["id"], after["score"], after["rank"]) == (before["id"], before["score"],
                                                                 before["rank"])
         assert after["verified_inliers"] is None and after["rerank_score"] == before["score"]
+        assert after["appearance"] is None
 
 
 def test_query_expansion_scores_hits_by_the_best_verified_one(tmp_path: Path, reranker: Reranker

@@ -87,6 +87,6 @@ def test_bad_vectors_and_parameters_are_refused():
         expanded_scores(GLOBAL, np.zeros(3), broken, params)
     for bad in ({"expansion": 1.5}, {"expansion": -0.1}, {"expansion_top": 0},
                 {"expansion_min_inliers": -1}, {"cap": 0}, {"appearance": 1.5},
-                {"appearance": -0.5}):
+                {"appearance": -0.5}, {"appearance_cells": 0.0}, {"appearance_cells": 1.2}):
         with pytest.raises(ValueError, match="invalid"):
             RerankParams(**bad)

@@ -46,6 +46,7 @@ class RerankedCandidate:
     inliers: int
     rerank_score: float
     verified: bool  # False when the candidate could not be described (kept, zero inliers)
+    appearance: float | None = None  # its appearance similarity; None where not verified
 
 
 class Reranker:
@@ -104,7 +105,9 @@ class Reranker:
         scores = rerank_scores(global_scores, inliers, self.params, candidate_vectors, appearance)
         order = np.argsort(-scores, kind="stable")
         return [RerankedCandidate(int(i), float(global_scores[i]), int(inliers[i]), float(scores[i]),
-                                  candidates[i] is not None) for i in order]
+                                  candidates[i] is not None,
+                                  None if checked[i] is None else float(checked[i].appearance))
+                for i in order]
 
     @torch.inference_mode()
     def _describe_batch(self, pixels: torch.Tensor, boxes: np.ndarray | None) -> list[DenseView]:

@@ -4,11 +4,12 @@ Two steps, both with parameters chosen on the validation split (`RerankParams`):
 
 1. Verified score: s_c = (1 - appearance) * g_c + appearance * a_c + weight * min(inliers_c,
    cap) / cap, with g_c the candidate's global cosine to the query and a_c the appearance
-   similarity of their dense cells (each cell's best cosine in the other image, averaged both
-   ways). The global similarity keeps the order among candidates without evidence; the cells
-   add what the single global vector averaged away (among thousands of look-alikes, the
-   appearance term is what ranks the query's own object higher most often); the bounded bonus
-   lets geometrically verified ones rise without one huge inlier count outweighing everything.
+   similarity of their dense cells (each cell's best cosine in the other image, averaged over
+   the best-matched `appearance_cells` share of cells, both ways). The global similarity keeps
+   the order among candidates without evidence; the cells add what the single global vector
+   averaged away (among thousands of look-alikes, the appearance term is what ranks the query's
+   own object higher most often); the bounded bonus lets geometrically verified ones rise
+   without one huge inlier count outweighing everything.
    A candidate that could not be described has a_c = g_c and no inliers: s_c = g_c.
 2. Verified query expansion: E = the `expansion_top` best candidates by s that have at least
    `expansion_min_inliers` inliers, w_e = max(s_e, 0), and
