@@ -45,31 +45,29 @@ def main() -> None:
     query_views, _ = reranker.describe_items([bench.queries[int(q)] for q in picked])
     candidate_views, _ = reranker.describe_items([bench.database[int(i)] for i in database.ok])
     labels = bench.database_labels[database.ok]
-    gained = lost = 0
-    fixed = []  # (query, best candidate, its re-ranked entry)
+    lost = 0
+    fixed = []  # (row of the picked query, best candidate, its re-ranked entry)
     for row, query in enumerate(picked):
         order = reranker.rerank(query_views[row], [candidate_views[i] for i in top[row]],
                                 scores[row, top[row]], database.vectors[top[row]])
         best = top[row][order[0].position]
         right_now = labels[best] == bench.query_labels[query]
         right_before = labels[top[row][0]] == bench.query_labels[query]
-        gained += int(right_now and not right_before)
         lost += int(right_before and not right_now)
         if right_now and not right_before:
-            fixed.append((query, best, order[0]))
+            fixed.append((row, best, order[0]))
     print(f"{len(picked)} level-{args.level} test queries: re-ranking made rank 1 right for "
-          f"{gained}, wrong for {lost}")
+          f"{len(fixed)}, wrong for {lost}")
     if not fixed:
         raise SystemExit("no query where re-ranking fixed rank 1; nothing drawn")
-    query, best, _ = max(fixed, key=lambda example: example[2].inliers)  # max keeps the first of equals
-    pixels, _ = prepare_pixels([bench.queries[int(query)], bench.database[int(database.ok[best])]],
+    row, best, _ = max(fixed, key=lambda example: example[2].inliers)  # max keeps the first of equals
+    pixels, _ = prepare_pixels([bench.queries[int(picked[row])], bench.database[int(database.ok[best])]],
                                reranker.image_size)
-    views, _ = reranker.describe_items(pixels)
-    verification = reranker.verify(views[0], views[1])
+    verification = reranker.verify(query_views[row], candidate_views[best])  # the views ranked
     caption = (f"BL{args.level} query -> re-ranked rank 1 (right instance; global rank 1 was "
                f"wrong; most inliers of those): {verification.inliers} inliers of "
                f"{verification.matches} matches; "
-               f"picked: fixed {gained}, broke {lost} of {len(picked)}")
+               f"picked: fixed {len(fixed)}, broke {lost} of {len(picked)}")
     draw_matches(pixels[0], pixels[1], verification, args.out, caption=caption)
     print(f"wrote {args.out}")
 
