@@ -5,7 +5,9 @@ The cache is a series of part files in the index folder, `dense_views.NNNNN.safe
 in write order (`dense_views.safetensors`, the single file of earlier versions, reads as the oldest
 part). Each part is one safetensors file of up to PART_VIEWS views: every view's cells
 concatenated (`descriptors` float32 [N, D], `points` float32 [N, 2]), `offsets` int64 [n + 1]
-delimiting each view's rows, `ids` int64 [n] ascending and `cell_sizes` float64 [n]. Parts, not one
+delimiting each view's rows, `ids` int64 [n] ascending, `cell_sizes` float64 [n] and, where every
+view has one, `mirrors` float32 [n, E] (the locator's vector of the mirrored image; views
+without one are described again when the re-ranking parameters use it). Parts, not one
 file, because a view costs ~27 KB: a write holds one part in memory, not the whole cache, and an
 interrupted `index build --dense` or `index dense` keeps every part it finished, so the next
 `index dense` describes only the rest. float32 and float64 are what the re-ranker produces, so a
@@ -106,6 +108,10 @@ class DenseViews:
         if at == len(self.ids) or self.ids[at] != image_id:
             return None
         return self._parts[self._source[at]].view(int(self._position[at]))
+
+    def mirrored(self) -> np.ndarray:
+        """bool per id of `ids`: whether its view carries the mirror vector."""
+        return np.array([self._parts[part].has_mirrors for part in self._source], dtype=bool)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every view, in id order, as the arrays of one part (in memory: to compare caches)."""

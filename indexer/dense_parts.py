@@ -22,6 +22,7 @@ LEGACY_NAME = "dense_views.safetensors"  # the single file of earlier versions: 
 _PART_NAME = re.compile(r"dense_views\.(\d{5,})\.safetensors")
 CACHE_FORMAT = "1"
 _ARRAYS = ("ids", "offsets", "descriptors", "points", "cell_sizes")
+MIRRORS = "mirrors"  # optional float32 [n, E]: each view's mirror vector, where every view has one
 
 
 class DenseCacheError(ValueError):
@@ -80,14 +81,24 @@ class Part:
             self.ids = self._file.get_tensor("ids")
             self._offsets = self._file.get_tensor("offsets")
             self._cell_sizes = self._file.get_tensor("cell_sizes")
+            self._mirrors = self._file.get_tensor(MIRRORS) if MIRRORS in set(self._file.keys()) else None
             shapes = {name: self._file.get_slice(name).get_shape() for name in _ARRAYS}
         except (OSError, SafetensorError, KeyError, DenseCacheError) as error:
             raise DenseCacheError(f"{path}: unreadable dense cache ({error})") from error
         rows = shapes["descriptors"][0]
         if not (len(self._offsets) == len(self.ids) + 1 == len(self._cell_sizes) + 1
-                and shapes["points"] == [rows, 2] and self._offsets[-1] == rows):
-            raise DenseCacheError(f"{path}: inconsistent dense cache (array shapes {shapes})")
+                and shapes["points"] == [rows, 2] and self._offsets[-1] == rows
+                and (self._mirrors is None or (self._mirrors.ndim == 2
+                                               and len(self._mirrors) == len(self.ids)))):
+            mirrors = None if self._mirrors is None else list(self._mirrors.shape)
+            raise DenseCacheError(f"{path}: inconsistent dense cache (array shapes {shapes}, "
+                                  f"mirrors {mirrors})")
         self.path = path
+
+    @property
+    def has_mirrors(self) -> bool:
+        """Whether its views carry mirror vectors (re-ranking with a mirror share needs them)."""
+        return self._mirrors is not None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -97,20 +108,25 @@ class Part:
         start, stop = int(self._offsets[position]), int(self._offsets[position + 1])
         return DenseView(self._file.get_slice("descriptors")[start:stop],
                          self._file.get_slice("points")[start:stop],
-                         float(self._cell_sizes[position]))
+                         float(self._cell_sizes[position]),
+                         None if self._mirrors is None else self._mirrors[position])
 
 
 def pack(ids: np.ndarray, views: Sequence[DenseView]) -> dict[str, np.ndarray]:
-    """The arrays of a part holding `views` (of images `ids`, ascending)."""
+    """The arrays of a part holding `views` (of images `ids`, ascending); mirror vectors only
+    where every view has one (a view without is described again when they are needed)."""
     if not views:
         return {"ids": ids, "offsets": np.zeros(1, np.int64), "descriptors": np.zeros((0, 0), np.float32),
                 "points": np.zeros((0, 2), np.float32), "cell_sizes": np.zeros(0, np.float64)}
     counts = [len(view.descriptors) for view in views]
-    return {"ids": ids,
-            "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            "descriptors": np.concatenate([view.descriptors for view in views]).astype(np.float32),
-            "points": np.concatenate([view.points for view in views]).astype(np.float32),
-            "cell_sizes": np.array([view.cell_size for view in views], dtype=np.float64)}
+    arrays = {"ids": ids,
+              "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+              "descriptors": np.concatenate([view.descriptors for view in views]).astype(np.float32),
+              "points": np.concatenate([view.points for view in views]).astype(np.float32),
+              "cell_sizes": np.array([view.cell_size for view in views], dtype=np.float64)}
+    if all(view.mirror is not None for view in views):
+        arrays[MIRRORS] = np.stack([view.mirror for view in views]).astype(np.float32)
+    return arrays
 
 
 def write_part(path: Path, models: ViewModels, arrays: dict[str, np.ndarray]) -> None:
@@ -118,4 +134,5 @@ def write_part(path: Path, models: ViewModels, arrays: dict[str, np.ndarray]) ->
     meta = {"format": CACHE_FORMAT, "dense": models.dense, "locator": models.locator,
             "dense_sha256": models.dense_sha256, "locator_fingerprint": models.locator_fingerprint}
     with atomic_path(path) as tmp:
-        save_file({name: np.ascontiguousarray(arrays[name]) for name in _ARRAYS}, str(tmp), metadata=meta)
+        names = [*_ARRAYS, *([MIRRORS] if MIRRORS in arrays else [])]
+        save_file({name: np.ascontiguousarray(arrays[name]) for name in names}, str(tmp), metadata=meta)

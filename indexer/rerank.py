@@ -112,6 +112,13 @@ def _candidate_views(hits: list[Hit], reranker: Reranker, cached: DenseViews | N
     for hit in hits:
         if hit.id not in views:
             views[hit.id] = None if cached is None else cached.get(hit.id)
+    if reranker.params.mirror:
+        stale = [i for i, view in views.items() if view is not None and view.mirror is None]
+        if stale:
+            LOG.warning("%d cached dense views lack the mirror vector the re-ranking parameters use; "
+                        "they are described now (`blur-retrieval index dense` adds them to the cache)",
+                        len(stale))
+        views.update(dict.fromkeys(stale))
     unread = {hit.id: hit.file for hit in hits if views[hit.id] is None}
     for image_id in [i for i, file in unread.items() if file is None]:
         LOG.warning("id %d: a row without a file and without a cached view is not verified; "

@@ -106,12 +106,15 @@ def cache_views(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], ids:
 
 def cache_index(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], quiet: bool) -> None:
     """Give an index built without `--dense` its cache, or complete one: every indexed file whose
-    view the cache lacks (views made by other models are all described again) is described."""
+    view the cache lacks (views made by other models are all described again, and views without
+    the mirror vector when the re-ranking parameters use one) is described."""
     reranker, models = rerank
     ids = ids_column(index.metadata)
     files = file_paths(index.metadata)
     cache = read_cache(index.directory, models)  # None, with a warning, when damaged or foreign
     held = np.zeros(0, np.int64) if cache is None else np.asarray(cache.ids)
+    if cache is not None and reranker.params.mirror:
+        held = held[cache.mirrored()]
     missing = ~np.isin(ids, held)
     todo = [i for i, file in enumerate(files) if file is not None and missing[i]]
     virtual = sum(file is None for file in files)

@@ -11,10 +11,11 @@ grid below. The chosen one has the best mean mAP@100 at blur levels 5 and 6, the
 stage is for, among those that lose nothing at level 1 (ties: the better overall mAP@100, then
 the smaller weight, then less expansion). Verification runs once per min_similarity, and the
 appearance similarities once per share of cells; both are reused for every weight, appearance
-share and expansion setting (combinations that cannot differ, such as every min_similarity at
-weight 0, are run once). The whole grid goes to `--report` as JSON (one row per combination),
-with the best by overall mAP@100, the best without query expansion, the best without the
-appearance similarity and the best that averages all cells beside the chosen one.
+share, mirror share and expansion setting (combinations that cannot differ, such as every
+min_similarity at weight 0, are run once). The whole grid goes to `--report` as JSON (one row
+per combination), with the best by overall mAP@100, the best without query expansion, the best
+without the appearance similarity, the best that averages all cells and the best without the
+mirror-image similarity beside the chosen one.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ from retrieval.rerank.verify import RerankParams, appearance_similarity, verify
 from retrieval.train.validation import TOP_K, build_validation_set, score_ranking
 
 DISTRACTOR_OFFSET = 100_000
-WEIGHTS = (0.0, 0.025, 0.05, 0.1)
+WEIGHTS = (0.0, 0.025, 0.05)
 CAP = 8
 MIN_SIMILARITIES = (0.97, 0.98)
 THRESHOLD = 4.0  # cells
 APPEARANCES = (0.0, 0.45, 0.55, 0.65, 0.75)
-APPEARANCE_CELLS = (0.3, 0.4, 0.5, 1.0)
+APPEARANCE_CELLS = (0.4, 0.5, 1.0)
+MIRRORS = (0.0, 0.35, 0.5)
 # (expansion, expansion_top, expansion_min_inliers); (0, 1, 0) is no expansion
 EXPANSIONS = ((0.0, 1, 0), *itertools.product((0.25, 0.5, 0.75), (1, 2, 3), (0,)))
 
@@ -129,7 +131,7 @@ def main() -> None:
     ranked = rank_by_scores(scores, TOP_K)
     base = _map(ranked, val.query_instances, database_instances, val.query_levels)
     top = ranked[:, :args.k]
-    reranker = load_reranker(args.dense, args.locator, "cpu")
+    reranker = load_reranker(args.dense, args.locator, "cpu", params=RerankParams(mirror=max(MIRRORS)))
     needed = np.unique(top)  # only candidates need a view
     views, errors = describe_all(reranker, val.queries + [database_items[i] for i in needed],
                                  progress=True)
@@ -142,23 +144,25 @@ def main() -> None:
     described = time.perf_counter() - started
 
     appearances = _appearances(query_views, database_views, top)
+    mirrored = np.array([[query_views[q].mirror @ database_views[c].mirror for c in top[q]]
+                         for q in range(len(top))])
     grid = []
     for min_similarity in tqdm(MIN_SIMILARITIES, desc="grid", unit="min_similarity"):
         params = RerankParams(min_similarity=min_similarity, threshold_cells=THRESHOLD, cap=CAP)
         inliers = np.array([[verify(query_views[q], database_views[c], params).inliers for c in top[q]]
                             for q in range(len(top))])
         weights = WEIGHTS if min_similarity == MIN_SIMILARITIES[0] else [w for w in WEIGHTS if w]
-        for weight, share, cells, (expansion, top_n, min_inliers) in itertools.product(
-                weights, APPEARANCES, APPEARANCE_CELLS, EXPANSIONS):
+        for weight, share, cells, mirror, (expansion, top_n, min_inliers) in itertools.product(
+                weights, APPEARANCES, APPEARANCE_CELLS, MIRRORS, EXPANSIONS):
             if share == 0 and cells != 1:
                 continue  # without the appearance term its cells do not matter
             chosen = replace(params, weight=weight, appearance=share, appearance_cells=cells,
-                             expansion=expansion, expansion_top=top_n,
+                             mirror=mirror, expansion=expansion, expansion_top=top_n,
                              expansion_min_inliers=min_inliers)
             reordered = ranked.copy()
             for q in range(len(top)):
                 order = rerank_order(top_scores[q], inliers[q], chosen, top_vectors[q],
-                                     appearances[cells][q])
+                                     appearances[cells][q], mirrored[q])
                 reordered[q, :args.k] = top[q][order]
             grid.append({"params": asdict(chosen),
                          "map100": _map(reordered, val.query_instances, database_instances,
@@ -168,11 +172,13 @@ def main() -> None:
     without = _best([entry for entry in grid if entry["params"]["expansion"] == 0], base)
     without_appearance = _best([entry for entry in grid if entry["params"]["appearance"] == 0], base)
     all_cells = _best([entry for entry in grid if entry["params"]["appearance_cells"] == 1], base)
+    without_mirror = _best([entry for entry in grid if entry["params"]["mirror"] == 0], base)
     report = {"data": str(args.data), "dense": args.dense, "locator": args.locator, "k": args.k,
               "queries": len(val.queries), "database": len(val.database),
               "distractors": args.distractors, "baseline": base,
               "best": best, "best_overall": overall, "best_without_expansion": without,
               "best_without_appearance": without_appearance, "best_with_all_cells": all_cells,
+              "best_without_mirror": without_mirror,
               "seconds": {"embed and describe": described, "total": time.perf_counter() - started},
               "grid_columns": list(grid[0]["params"]) + [f"map100_{key}" for key in base],
               "grid": [[*entry["params"].values(), *(round(entry["map100"][key], 6) for key in base)]
@@ -181,7 +187,7 @@ def main() -> None:
     print(json.dumps({key: report[key] for key in ("baseline", "best", "best_overall",
                                                    "best_without_expansion",
                                                    "best_without_appearance", "best_with_all_cells",
-                                                   "seconds")}, indent=1))
+                                                   "best_without_mirror", "seconds")}, indent=1))
     if args.write:
         config = json.loads(args.write.read_text(encoding="utf-8"))
         config["rerank"] = best["params"]

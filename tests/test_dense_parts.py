@@ -4,6 +4,7 @@ format says. Tiny untrained networks, as in test_rerank_query."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -206,3 +207,24 @@ def test_a_write_holds_at_most_one_part_of_views(tmp_path: Path, monkeypatch: py
     with pytest.raises(DenseCacheError, match="two views"):
         write_cache(index_dir, MODELS, [1, 1], _views(2))
     assert cache_parts(index_dir) == parts, "nothing written"
+
+
+def test_mirror_vectors_round_trip_and_are_kept_only_where_every_view_has_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    mirrored = [dataclasses.replace(view, mirror=rng.standard_normal(16).astype(np.float32))
+                for view in _views(3)]
+    write_part(tmp_path / "a.safetensors", MODELS, pack(np.arange(3), mirrored))
+    part = Part(tmp_path / "a.safetensors")
+    assert part.has_mirrors
+    for position, view in enumerate(mirrored):
+        assert np.array_equal(part.view(position).mirror, view.mirror)
+    mixed = [*mirrored[:2], _views(1)[0]]
+    assert "mirrors" not in pack(np.arange(3), mixed)
+    write_part(tmp_path / "b.safetensors", MODELS, pack(np.arange(3), mixed))
+    assert not Part(tmp_path / "b.safetensors").has_mirrors
+    assert Part(tmp_path / "b.safetensors").view(0).mirror is None
+    broken = pack(np.arange(3), mirrored)
+    broken["mirrors"] = broken["mirrors"][:2]  # one view short
+    write_part(tmp_path / "c.safetensors", MODELS, broken)
+    with pytest.raises(DenseCacheError, match="c.safetensors.*inconsistent.*mirrors"):
+        Part(tmp_path / "c.safetensors")

@@ -222,6 +222,27 @@ def test_reranking_is_a_permutation_and_unreadable_candidates_keep_their_score()
         [c.inliers for c in sorted(result, key=lambda c: c.position)]
 
 
+def test_mirror_vectors_are_the_locators_vectors_of_the_mirrored_images():
+    plain = tiny_reranker()
+    mirroring = Reranker(plain.dense, plain.locator, SIZE, RerankParams(weight=0.0, mirror=0.5))
+    pixels = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (3, *SIZE, 3), np.uint8))
+    assert all(view.mirror is None for view in plain.describe_pixels(pixels)), "share 0: none made"
+    views = mirroring.describe_pixels(pixels)
+    flipped = mirroring.describe_pixels(pixels.flip(2))
+    with torch.inference_mode():
+        vectors = plain.locator(pixels.permute(0, 3, 1, 2).float() / 255).embedding.numpy()
+    for view, back, vector in zip(views, flipped, vectors):
+        assert view.mirror.shape == (8,) and np.linalg.norm(view.mirror) == pytest.approx(1, abs=1e-5)
+        np.testing.assert_allclose(back.mirror, vector, atol=1e-5)  # mirrored twice: the image
+    scores = [0.9, 0.8, 0.7]
+    candidates = [views[1], None, views[2]]
+    for entry in mirroring.rerank(views[0], candidates, scores):
+        view = candidates[entry.position]
+        mirrored = scores[entry.position] if view is None else float(views[0].mirror @ view.mirror)
+        expected = 0.5 * scores[entry.position] + 0.5 * mirrored
+        assert entry.rerank_score == pytest.approx(expected)
+
+
 def test_describing_items_reports_unreadable_files(tmp_path):
     reranker = tiny_reranker()
     bad = tmp_path / "bad.png"

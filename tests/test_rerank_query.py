@@ -414,3 +414,30 @@ def test_real_checkpoints_are_recorded_by_path_and_hash(tmp_path: Path,
     assert models.dense_sha256 == dense_config["weights_sha256"]
     hits = _query(str(index_dir), str(paths[0]), "-k", "2", "--rerank", "6", *options)["hits"]
     assert hits[0]["path"] == str(paths[0].resolve()) and hits[0]["verified_inliers"] > 0
+
+
+def test_mirror_vectors_are_cached_and_views_without_them_are_described_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reranker: Reranker,
+        caplog: pytest.LogCaptureFixture) -> None:
+    mirroring = Reranker(reranker.dense, reranker.locator, reranker.image_size,
+                         dataclasses.replace(reranker.params, mirror=0.5))
+    monkeypatch.setattr(rerank_cli, "load_reranker", lambda *args: (mirroring, MODELS))
+    index_dir, paths = _build(tmp_path, "--dense")
+    files = [row["path"] for row in open_index(index_dir).rows(np.arange(6))]
+    expected, _ = mirroring.describe_items(files)
+    cache = open_cache(index_dir)
+    for image_id, view in enumerate(expected):
+        assert np.array_equal(cache.get(image_id).mirror, view.mirror)
+    cached = _query(str(index_dir), str(paths[1]), "-k", "6", "--rerank", "6")
+    plain_views, _ = reranker.describe_items(files)  # the same cells, no mirror vectors
+    write_cache(index_dir, MODELS, list(range(6)), plain_views)
+    assert open_cache(index_dir).get(0).mirror is None
+    with caplog.at_level(logging.WARNING):
+        assert _query(str(index_dir), str(paths[1]), "-k", "6", "--rerank", "6") == cached
+    assert "6 cached dense views lack the mirror vector" in caplog.text
+    result = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
+    assert result.exit_code == 0 and "0 views kept, 6 images to describe" in result.stdout
+    assert np.array_equal(open_cache(index_dir).get(5).mirror, expected[5].mirror)
+    monkeypatch.setattr(rerank_cli, "load_reranker", lambda *args: (reranker, MODELS))
+    again = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
+    assert "6 views kept, 0 images to describe" in again.stdout, "without a mirror share they serve"

@@ -33,6 +33,21 @@ def test_appearance_blends_with_the_global_score_before_the_bonus():
         verified_scores(GLOBAL, np.zeros(3), blend, appearance[:2])
 
 
+def test_mirror_similarity_blends_into_the_global_score_before_the_appearance():
+    params = RerankParams(weight=0.0, appearance=0.5, mirror=0.5)
+    mirrored = np.array([0.5, 0.9, 0.7])
+    appearance = np.array([0.6, 0.6, 1.0])
+    # g' = 0.5 g + 0.5 m = [0.7, 0.85, 0.7]; s = 0.5 g' + 0.5 a
+    np.testing.assert_allclose(verified_scores(GLOBAL, np.zeros(3), params, appearance, mirrored),
+                               [0.65, 0.725, 0.85])
+    alone = RerankParams(weight=0.0, mirror=0.5)
+    assert rerank_order(GLOBAL, np.zeros(3), alone, mirrored=mirrored).tolist() == [1, 0, 2]
+    assert rerank_order(GLOBAL, np.zeros(3), RerankParams(weight=0.0), mirrored=mirrored).tolist() \
+        == [0, 1, 2], "share 0: no blend"
+    with pytest.raises(ValueError, match="one mirror similarity per candidate"):
+        verified_scores(GLOBAL, np.zeros(3), alone, mirrored=mirrored[:2])
+
+
 def test_expansion_by_the_best_verified_candidate_lifts_its_look_alikes():
     params = RerankParams(weight=0.0, expansion=0.5, expansion_top=1)
     inliers = np.array([5, 0, 0])
@@ -87,6 +102,7 @@ def test_bad_vectors_and_parameters_are_refused():
         expanded_scores(GLOBAL, np.zeros(3), broken, params)
     for bad in ({"expansion": 1.5}, {"expansion": -0.1}, {"expansion_top": 0},
                 {"expansion_min_inliers": -1}, {"cap": 0}, {"appearance": 1.5},
-                {"appearance": -0.5}, {"appearance_cells": 0.0}, {"appearance_cells": 1.2}):
+                {"appearance": -0.5}, {"appearance_cells": 0.0}, {"appearance_cells": 1.2},
+                {"mirror": -0.1}, {"mirror": 1.5}):
         with pytest.raises(ValueError, match="invalid"):
             RerankParams(**bad)

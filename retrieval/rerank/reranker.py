@@ -8,7 +8,9 @@ The object box comes from the localisation head of a global model (the shipped `
 by default), so verification only compares cells that see the object. A candidate that cannot
 be read has zero inliers and its global score as appearance similarity (its score is then its
 global score, plus the query expansion term where the candidates' global vectors are given):
-re-ranking reorders, it never drops or adds.
+re-ranking reorders, it never drops or adds. Where the parameters give the mirror-image
+similarity a share, each view also carries the locator's global vector of the image mirrored
+left to right (one more forward pass of the locator per image).
 """
 
 from __future__ import annotations
@@ -102,7 +104,10 @@ class Reranker:
         checked = [None if view is None else self.verify(query, view) for view in candidates]
         inliers = np.array([0 if v is None else v.inliers for v in checked], dtype=np.int64)
         appearance = np.array([g if v is None else v.appearance for g, v in zip(global_scores, checked)])
-        scores = rerank_scores(global_scores, inliers, self.params, candidate_vectors, appearance)
+        mirrored = np.array([_mirror_similarity(query, view, g)
+                             for g, view in zip(global_scores, candidates)])
+        scores = rerank_scores(global_scores, inliers, self.params, candidate_vectors, appearance,
+                               mirrored)
         order = np.argsort(-scores, kind="stable")
         return [RerankedCandidate(int(i), float(global_scores[i]), int(inliers[i]), float(scores[i]),
                                   candidates[i] is not None,
@@ -112,9 +117,18 @@ class Reranker:
     @torch.inference_mode()
     def _describe_batch(self, pixels: torch.Tensor, boxes: np.ndarray | None) -> list[DenseView]:
         images = to_model_input(pixels, self.device)
-        if boxes is None:
+        count = len(pixels)
+        # one locator pass: over the images for their boxes (unless given), over their mirror
+        # images for the mirror vectors (where the parameters use them)
+        batch = ([images] if boxes is None else []) + ([images.flip(3)] if self.params.mirror else [])
+        if batch:
             with eval_mode(self.locator):
-                box_tensor = self.locator(images).box.float()
+                located = self.locator(torch.cat(batch))
+        mirrors: list[np.ndarray | None] = [None] * count
+        if self.params.mirror:
+            mirrors = list(located.embedding[-count:].float().cpu().numpy())
+        if boxes is None:
+            box_tensor = located.box[:count].float()
         else:
             box_tensor = torch.as_tensor(np.asarray(boxes), dtype=torch.float32, device=self.device)
         with eval_mode(self.dense):
@@ -125,7 +139,14 @@ class Reranker:
         keep = _inside_boxes(centres, box_tensor.cpu().numpy(), self.image_size)
         sides = squares[:, 2].cpu().numpy() / grid
         return [DenseView(descriptors[i][keep[i]], centres[i][keep[i]].astype(np.float32),
-                          float(sides[i])) for i in range(len(pixels))]
+                          float(sides[i]), mirrors[i]) for i in range(len(pixels))]
+
+
+def _mirror_similarity(query: DenseView, candidate: DenseView | None, global_score: float) -> float:
+    """Cosine of the two mirror vectors; the global score where either image lacks one."""
+    if candidate is None or query.mirror is None or candidate.mirror is None:
+        return global_score
+    return float(np.dot(query.mirror.astype(np.float64), candidate.mirror.astype(np.float64)))
 
 
 def _inside_boxes(centres: np.ndarray, boxes: np.ndarray, image_size: tuple[int, int]

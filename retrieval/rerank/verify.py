@@ -29,6 +29,7 @@ class DenseView:
     descriptors: np.ndarray  # float (N, D) unit rows
     points: np.ndarray  # float32 (N, 2) cell centres in image pixels (x, y)
     cell_size: float  # pixels per cell side in this image (its crop side / grid)
+    mirror: np.ndarray | None = None  # float32 (E,) the locator's unit vector of the mirrored image
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,13 @@ class RerankParams:
     expansion_min_inliers: int = 0  # ... if they have at least this many inliers
     appearance: float = 0.0  # share of the appearance similarity in the verified score; 0: none
     appearance_cells: float = 1.0  # share of each image's cells, best matched first, it averages
+    mirror: float = 0.0  # share of the mirror-image similarity in the global score; 0: none
 
     def __post_init__(self) -> None:
         if (self.weight < 0 or self.cap < 1 or self.threshold_cells <= 0 or self.iterations < 1
                 or not 0 <= self.expansion <= 1 or self.expansion_top < 1
                 or self.expansion_min_inliers < 0 or not 0 <= self.appearance <= 1
-                or not 0 < self.appearance_cells <= 1):
+                or not 0 < self.appearance_cells <= 1 or not 0 <= self.mirror <= 1):
             raise ValueError(f"invalid re-ranking parameters: {self}")
 
 
