@@ -63,6 +63,21 @@ def test_standard_network_has_no_blur_or_box_predictions():
     }
 
 
+@pytest.mark.parametrize("head", ["global", "crop"])
+def test_locate_gives_the_forward_pass_boxes_without_describing(head, monkeypatch):
+    net = tiny_net(head=head)
+    batch = images()
+    with torch.no_grad():
+        expected = net(batch).box
+        crops = []
+        monkeypatch.setattr(net.descriptor, "forward", lambda features: crops.append(1))
+        boxes = net.locate(batch)
+    torch.testing.assert_close(boxes, expected)
+    assert not crops, "the descriptor branch does not run"
+    with pytest.raises(ValueError, match="no localisation head"):
+        tiny_net(loc_head=False).locate(batch)
+
+
 def test_one_head_only():
     with torch.no_grad():
         out = tiny_net(loc_head=False)(images())

@@ -166,7 +166,7 @@ def test_a_locator_failure_keeps_the_global_ranking(tmp_path: Path, reranker: Re
     def fail(images: torch.Tensor) -> None:
         raise RuntimeError("locator broke")
 
-    monkeypatch.setattr(reranker.locator, "forward", fail)
+    monkeypatch.setattr(reranker.locator, "locate", fail)
     found = rerank_search(index, [paths[1]], FakeEmbedder(), reranker, k=4, rerank_k=2)
     (result,) = found.results
     assert isinstance(result, RerankedQuery)

@@ -205,20 +205,33 @@ class BlurAwareNet(nn.Module):
             )
         return features
 
-    def forward(self, images: torch.Tensor, crop_boxes: torch.Tensor | None = None) -> NetOutput:
-        """`crop_boxes` ([B, 4] normalised cx, cy, w, h) replace the predicted boxes as the
-        crop head's windows, except in NaN rows (training crops jittered true boxes and some
-        predicted ones); the global head ignores them."""
+    def _aux_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The map the blur and localisation branches read: the locator's, at half resolution,
+        for the crop head; the backbone's, which the descriptor also pools, for the global head."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected RGB images [B, 3, H, W], got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
         if self.locator is None:
-            aux_features = features = self._features(self.backbone, images)
-        else:
-            small = F.interpolate(images, scale_factor=LOCATOR_SCALE, mode="bilinear",
-                                  antialias=True, align_corners=False)
-            aux_features = self._features(self.locator, small)
+            return self._features(self.backbone, images)
+        small = F.interpolate(images, scale_factor=LOCATOR_SCALE, mode="bilinear",
+                              antialias=True, align_corners=False)
+        return self._features(self.locator, small)
+
+    def locate(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 4] the predicted streak boxes alone, as `forward(images).box`, without describing
+        the crops: re-ranking needs only where the object is (for the crop head that skips the
+        descriptor backbone's pass over the crops)."""
+        if self.loc_branch is None:
+            raise ValueError("this model has no localisation head")
+        return self.loc_branch(self._aux_features(images))[1].float()
+
+    def forward(self, images: torch.Tensor, crop_boxes: torch.Tensor | None = None) -> NetOutput:
+        """`crop_boxes` ([B, 4] normalised cx, cy, w, h) replace the predicted boxes as the
+        crop head's windows, except in NaN rows (training crops jittered true boxes and some
+        predicted ones); the global head ignores them."""
+        aux_features = self._aux_features(images)
+        features = aux_features if self.locator is None else None
         hidden_parts, blur_value, box = [], None, None
         if self.blur_branch is not None:
             hidden, prediction = self.blur_branch(aux_features)

@@ -10,7 +10,8 @@ be read has zero inliers and its global score as appearance similarity (its scor
 global score, plus the query expansion term where the candidates' global vectors are given):
 re-ranking reorders, it never drops or adds. Where the parameters give the mirror-image
 similarity a share, each view also carries the locator's global vector of the image mirrored
-left to right (one more forward pass of the locator per image).
+left to right (one more forward pass of the locator per image; the box pass itself skips the
+locator's crop description).
 """
 
 from __future__ import annotations
@@ -117,19 +118,13 @@ class Reranker:
     @torch.inference_mode()
     def _describe_batch(self, pixels: torch.Tensor, boxes: np.ndarray | None) -> list[DenseView]:
         images = to_model_input(pixels, self.device)
-        count = len(pixels)
-        # one locator pass: over the images for their boxes (unless given), over their mirror
-        # images for the mirror vectors (where the parameters use them)
-        batch = ([images] if boxes is None else []) + ([images.flip(3)] if self.params.mirror else [])
-        if batch:
-            with eval_mode(self.locator):
-                located = self.locator(torch.cat(batch))
-        mirrors: list[np.ndarray | None] = [None] * count
-        if self.params.mirror:
-            mirrors = list(located.embedding[-count:].float().cpu().numpy())
-        if boxes is None:
-            box_tensor = located.box[:count].float()
-        else:
+        mirrors: list[np.ndarray | None] = [None] * len(pixels)
+        with eval_mode(self.locator):
+            if self.params.mirror:
+                mirrors = list(self.locator(images.flip(3)).embedding.float().cpu().numpy())
+            if boxes is None:
+                box_tensor = self.locator.locate(images)
+        if boxes is not None:
             box_tensor = torch.as_tensor(np.asarray(boxes), dtype=torch.float32, device=self.device)
         with eval_mode(self.dense):
             crops, squares = object_crops(images.contiguous(), box_tensor, self.dense.crop)
