@@ -39,7 +39,7 @@ from retrieval.manifest import manifest_items
 from retrieval.metrics import rank_by_scores
 from retrieval.rerank.matching import similarity_matrix
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
-from retrieval.rerank.reranker import load_reranker
+from retrieval.rerank.reranker import load_reranker, mirror_similarity
 from retrieval.rerank.scoring import rerank_order
 from retrieval.rerank.verify import RerankParams, appearance_similarity, verify
 from retrieval.train.validation import TOP_K, build_validation_set, score_ranking
@@ -144,8 +144,8 @@ def main() -> None:
     described = time.perf_counter() - started
 
     appearances = _appearances(query_views, database_views, top)
-    mirrored = np.array([[query_views[q].mirror @ database_views[c].mirror for c in top[q]]
-                         for q in range(len(top))])
+    mirrored = np.array([[mirror_similarity(query_views[q], database_views[c], top_scores[q, position])
+                          for position, c in enumerate(top[q])] for q in range(len(top))])
     grid = []
     for min_similarity in tqdm(MIN_SIMILARITIES, desc="grid", unit="min_similarity"):
         params = RerankParams(min_similarity=min_similarity, threshold_cells=THRESHOLD, cap=CAP)

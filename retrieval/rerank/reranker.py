@@ -105,7 +105,7 @@ class Reranker:
         checked = [None if view is None else self.verify(query, view) for view in candidates]
         inliers = np.array([0 if v is None else v.inliers for v in checked], dtype=np.int64)
         appearance = np.array([g if v is None else v.appearance for g, v in zip(global_scores, checked)])
-        mirrored = np.array([_mirror_similarity(query, view, g)
+        mirrored = np.array([mirror_similarity(query, view, g)
                              for g, view in zip(global_scores, candidates)])
         scores = rerank_scores(global_scores, inliers, self.params, candidate_vectors, appearance,
                                mirrored)
@@ -122,10 +122,8 @@ class Reranker:
         with eval_mode(self.locator):
             if self.params.mirror:
                 mirrors = list(self.locator(images.flip(3)).embedding.float().cpu().numpy())
-            if boxes is None:
-                box_tensor = self.locator.locate(images)
-        if boxes is not None:
-            box_tensor = torch.as_tensor(np.asarray(boxes), dtype=torch.float32, device=self.device)
+            box_tensor = (self.locator.locate(images) if boxes is None else
+                          torch.as_tensor(np.asarray(boxes), dtype=torch.float32, device=self.device))
         with eval_mode(self.dense):
             crops, squares = object_crops(images.contiguous(), box_tensor, self.dense.crop)
             descriptors = self.dense(crops).flatten(2).transpose(1, 2).cpu().numpy()
@@ -137,7 +135,7 @@ class Reranker:
                           float(sides[i]), mirrors[i]) for i in range(len(pixels))]
 
 
-def _mirror_similarity(query: DenseView, candidate: DenseView | None, global_score: float) -> float:
+def mirror_similarity(query: DenseView, candidate: DenseView | None, global_score: float) -> float:
     """Cosine of the two mirror vectors; the global score where either image lacks one."""
     if candidate is None or query.mirror is None or candidate.mirror is None:
         return global_score
