@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from retrieval.cli_options import parse_size, resolve_device
+from retrieval.cli_options import parse_size, resolve_device, writable_folder
 from retrieval.devices import PRECISIONS
 
 EXIT_INTERRUPTED = 130
@@ -72,6 +72,7 @@ _POSITIVE = click.IntRange(min=1)
 @click.command("train")
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=writable_folder,
               help="Run folder: best checkpoint, train_state.pt, train_log.jsonl.")
 @click.option("--method", callback=_check_method, default="blur-aware", show_default=True,
               help="blur-aware, standard (no blur/box heads) or sharp-only (blur-aware trained "
@@ -112,6 +113,24 @@ _POSITIVE = click.IntRange(min=1)
               help="Loader processes (default: 0 on <= 2 cores, else cores-2, max 8).")
 @click.option("--hard-negatives", is_flag=True,
               help="Closest other-instance images as negatives instead of random ones.")
+@click.option("--lookalikes", type=_POSITIVE, default=1, show_default=True, metavar="Q",
+              help="Look-alike batches: the P instances come Q at a time from P/Q categories, so "
+                   "negatives include instances of the anchor's own category; 1: at random.")
+@click.option("--memory", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Cross-batch memory: the last N embeddings (earlier batches) give each "
+                   "anchor its closest other-instance negatives too; 0: off.")
+@click.option("--memory-start", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of the run after which the memory is read.")
+@click.option("--train-instances", type=_POSITIVE, metavar="N",
+              help="Train on the first N instance indices of each category (train slots only, "
+                   "never a val or test instance) instead of the preset's (synth data sets).")
+@click.option("--train-trajectories", type=click.IntRange(min=2), metavar="T",
+              help="Trajectories per training instance instead of the preset's (synth data sets).")
+@click.option("--val-distractors", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="N",
+              help="Validate among N virtual distractors (instances the benchmark never uses; "
+                   "rendered once, cached in DATA_DIR/val_distractors) and keep the best "
+                   "checkpoint by that figure.")
 @click.option("--cls-margin", type=click.FloatRange(min=0, max=1), default=0.15, show_default=True,
               help="Additive cosine margin of the classification head.")
 @click.option("--cls-scale", type=click.FloatRange(min=0, min_open=True), default=30.0,
@@ -135,8 +154,9 @@ _POSITIVE = click.IntRange(min=1)
 def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, predicted_crops,
                   pretrained, backbone_weights, image_size, embedding_dim, epochs, batch, lr,
                   schedule, steps_per_epoch, checkpoint_every, log_every, seed, workers,
-                  hard_negatives, cls_margin, cls_scale, cls_weight, con_margin, max_val_queries,
-                  stop_at_step, device, precision, resume, quiet):
+                  hard_negatives, lookalikes, memory, memory_start, train_instances,
+                  train_trajectories, val_distractors, cls_margin, cls_scale, cls_weight,
+                  con_margin, max_val_queries, stop_at_step, device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
 
     A data set written by `synth` trains on its train instances as a composite stream (object
@@ -157,7 +177,10 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         embedding_dim=embedding_dim, epochs=epochs, instances_per_batch=batch[0],
         images_per_instance=batch[1], lr=lr, schedule=schedule, steps_per_epoch=steps_per_epoch,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, workers=workers,
-        hard_negatives=hard_negatives, cls_margin=cls_margin, cls_weight=cls_weight,
+        hard_negatives=hard_negatives, instances_per_category=lookalikes, memory_size=memory,
+        memory_start=memory_start, train_instances=train_instances,
+        train_trajectories=train_trajectories, val_distractors=val_distractors,
+        cls_margin=cls_margin, cls_weight=cls_weight,
         con_margin=con_margin, cls_scale=cls_scale, head=head, crop_size=crop_size,
         predicted_crop_fraction=predicted_crops, max_val_queries=max_val_queries,
         device=resolve_device(device), precision=precision, resume=resume,

@@ -107,6 +107,28 @@ def mine_pairs(
     return anchor_idx, other_idx, is_positive
 
 
+def memory_negatives(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    memory_embeddings: torch.Tensor,
+    memory_labels: torch.Tensor,
+    num_negatives: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(anchor index, memory index) of each anchor's `num_negatives` closest memory entries
+    of other instances: hard negatives from beyond the batch (cross-batch memory)."""
+    k = min(num_negatives, memory_labels.shape[0])
+    empty = torch.empty(0, dtype=torch.long, device=labels.device)
+    if k == 0 or embeddings.shape[0] == 0:
+        return empty, empty.clone()
+    with torch.no_grad():
+        priority = -torch.cdist(embeddings.detach().float(), memory_embeddings.float())
+        priority = priority.masked_fill(labels[:, None] == memory_labels[None, :], float("-inf"))
+        top_priority, top_index = priority.topk(k, dim=1)
+    valid = torch.isfinite(top_priority)
+    anchors = torch.arange(embeddings.shape[0], device=labels.device)[:, None].expand(-1, k)
+    return anchors[valid], top_index[valid]
+
+
 def contrastive_loss(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -115,12 +137,26 @@ def contrastive_loss(
     num_negatives: int = 5,
     hard: bool = False,
     generator: torch.Generator | None = None,
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """L_con on mined in-batch pairs, Euclidean distance between (unit) embeddings."""
+    """L_con on mined in-batch pairs, Euclidean distance between (unit) embeddings.
+
+    `memory` = (embeddings, labels) of earlier batches, detached: each anchor with a positive
+    also meets its `num_negatives` closest memory entries of other instances as negatives, in
+    the same mean over pairs.
+    """
     anchor_idx, other_idx, is_positive = mine_pairs(
         labels, trajectories, num_negatives, hard=hard, embeddings=embeddings, generator=generator
     )
     distances = torch.linalg.vector_norm(embeddings[anchor_idx] - embeddings[other_idx], dim=1)
+    if memory is not None:
+        anchors = torch.unique(anchor_idx[is_positive])
+        mem_anchor, mem_index = memory_negatives(embeddings[anchors], labels[anchors], *memory,
+                                                 num_negatives)
+        far = torch.linalg.vector_norm(
+            embeddings[anchors[mem_anchor]] - memory[0][mem_index].to(embeddings.dtype), dim=1)
+        distances = torch.cat([distances, far])
+        is_positive = torch.cat([is_positive, torch.zeros_like(far, dtype=torch.bool)])
     return contrastive_pair_loss(distances, is_positive, margin)
 
 
@@ -186,12 +222,14 @@ def total_loss(
     batch: Mapping[str, torch.Tensor],
     config: LossConfig,
     generator: torch.Generator | None = None,
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the enabled losses.
 
     `head_logits` is the MarginSoftmaxHead output with labels (needed only for "cls"). `batch`
     holds "instance" (class index), "trajectory", "blur_value" ([B], v = 1 - BS) and "box"
-    ([B, 4]); only the keys the enabled losses use are read. Returns the total and the
+    ([B, 4]); only the keys the enabled losses use are read. `memory`: negatives for L_con from
+    earlier batches (`contrastive_loss`). Returns the total and the
     unweighted value of each enabled loss plus "total", as floats for logging.
     """
     _require_heads(output, head_logits, config.enabled)
@@ -205,6 +243,7 @@ def total_loss(
             num_negatives=config.num_negatives,
             hard=config.hard_negatives,
             generator=generator,
+            memory=memory,
         )
     if "cls" in config.enabled:
         terms["cls"] = margin_softmax_loss(head_logits, _batch_field(batch, "instance"))

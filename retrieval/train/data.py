@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,18 +213,9 @@ class PKSampler:
 
     def _instance_batches(self, rng: np.random.Generator, steps: int) -> list[list[int]]:
         queue: deque[int] = deque()
-        batches = []
-        for _ in range(steps):
-            batch: list[int] = []
-            repeated: list[int] = []
-            while len(batch) < self.instances_per_batch:
-                if not queue:
-                    queue.extend(int(i) for i in rng.permutation(len(self._pools)))
-                instance = queue.popleft()
-                (repeated if instance in batch else batch).append(instance)
-            queue.extendleft(reversed(repeated))  # they open the next batch instead
-            batches.append(batch)
-        return batches
+        return [distinct_from_queue(queue, self.instances_per_batch,
+                                    lambda: [int(i) for i in rng.permutation(len(self._pools))])
+                for _ in range(steps)]
 
     def _draw_images(self, rng: np.random.Generator, instance: int) -> np.ndarray:
         pool = self._pools[instance]
@@ -237,3 +229,20 @@ class PKSampler:
         source = rest if len(rest) else everything
         more = rng.choice(source, size=extra, replace=len(source) < extra)
         return np.concatenate([picked, more.astype(np.int64)])
+
+
+def distinct_from_queue(queue: deque[int], count: int, refill: Callable[[], list[int]]) -> list[int]:
+    """`count` distinct values from the front of `queue`, refilled by `refill()` when empty.
+
+    A value met twice (at a refill's seam) is kept for the front of the queue, so it opens the
+    next draw instead of being skipped: every value is drawn equally often in the long run.
+    """
+    taken: list[int] = []
+    repeated: list[int] = []
+    while len(taken) < count:
+        if not queue:
+            queue.extend(refill())
+        value = queue.popleft()
+        (repeated if value in taken else taken).append(value)
+    queue.extendleft(reversed(repeated))
+    return taken

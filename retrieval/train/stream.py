@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from retrieval.sim.backgrounds import render_background
 from retrieval.sim.camera import CAMERA_CURVES
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
+from retrieval.sim.objects import DISTRACTOR_BASE
 from retrieval.sim.render import compose_layers
 from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import TrainingSet, bank_training_set
@@ -51,18 +53,24 @@ def background_bank(height: int, width: int, count: int = BACKGROUND_BANK_SIZE) 
 
 
 def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_only: bool,
-                          seed: int, progress: bool = True
+                          seed: int, progress: bool = True, instances: int | None = None,
+                          trajectories: int | None = None
                           ) -> tuple[TrainingSet, CompositeStream, str]:
     """Training rows, their stream and a data fingerprint for a data set written by `synth`.
 
     The train split is described by the data set's settings file (its manifest need not hold
     train images); its layer bank is built in the data set folder on first use, on the CPU
-    so that every machine trains on the same bits.
+    so that every machine trains on the same bits. `instances` and `trajectories` replace the
+    preset's (see `training_preset`), so a model can train on many more instances than the
+    data set's own.
     """
     folder = manifest.parent
     settings_path = folder / SYNTH_SETTINGS
-    preset, config = synth_settings(manifest)
-    bank = load_or_build_layer_bank(folder / BANK_FOLDER, preset, config, "cpu", progress)
+    own, config = synth_settings(manifest)
+    preset = training_preset(own, instances, trajectories)
+    bank_name = (BANK_FOLDER if preset == own
+                 else f"{BANK_FOLDER}-{preset.instances}i-{preset.trajectories}t")
+    bank = load_or_build_layer_bank(folder / bank_name, preset, config, "cpu", progress)
     if len(bank) == 0:
         raise TrainDataError(f"{settings_path}: the preset has no train instances")
     data = bank_training_set(bank.instance, bank.trajectory, bank.exposure, bank.blur_value,
@@ -72,6 +80,26 @@ def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_onl
     described = json.dumps({"bank": bank_settings(preset, config), "stream": STREAM_VERSION},
                            sort_keys=True)
     return data, stream, hashlib.sha256(described.encode()).hexdigest()
+
+
+def training_preset(preset: Preset, instances: int | None, trajectories: int | None) -> Preset:
+    """The preset whose train split is trained on: the data set's, or one scanning the first
+    `instances` local indices of each category with `trajectories` trajectories each.
+
+    Only indices in train slots become training instances (the split is a function of the
+    index, `instance_split`), so no val or test instance of any preset is ever trained on.
+    """
+    if instances is None and trajectories is None:
+        return preset
+    instances = preset.instances if instances is None else instances
+    trajectories = preset.trajectories if trajectories is None else trajectories
+    if not 1 <= instances < DISTRACTOR_BASE:
+        raise TrainDataError(f"training instances per category must be in 1..{DISTRACTOR_BASE - 1} "
+                             f"(indices from {DISTRACTOR_BASE} on are distractors), got {instances}")
+    if trajectories < 2:
+        raise TrainDataError(f"training instances need at least 2 trajectories (a positive is "
+                             f"another trajectory), got {trajectories}")
+    return replace(preset, instances=instances, trajectories=trajectories)
 
 
 def synth_settings(manifest: Path) -> tuple[Preset, SimConfig]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from retrieval.model import (
     spec_for_losses,
     total_loss,
 )
+from retrieval.sim.objects import INSTANCE_STRIDE
 from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import (
     PKSampler,
@@ -56,6 +57,8 @@ from retrieval.train.data import (
 )
 from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, TrainError
 from retrieval.train.interrupts import StopRequests
+from retrieval.train.lookalike import LookalikeSampler
+from retrieval.train.memory import CrossBatchMemory
 from retrieval.train.state import (
     LOG_FILENAME,
     STATE_FILENAME,
@@ -67,8 +70,10 @@ from retrieval.train.stream import (
     CompositeStream,
     StreamBatches,
     open_composite_stream,
+    synth_settings,
     training_crop_boxes,
 )
+from retrieval.train.val_distractors import validation_distractor_pixels
 from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
 
 LOG = logging.getLogger(__name__)
@@ -108,6 +113,13 @@ class TrainSettings:
     seed: int = 0
     workers: int | None = None  # None: default_workers()
     hard_negatives: bool = False
+    # P instances come as P/Q categories x Q instances each (look-alike batches); 1: at random
+    instances_per_category: int = 1
+    memory_size: int = 0  # cross-batch memory of this many embeddings as extra negatives; 0: none
+    memory_start: float = 0.1  # share of the run after which the memory is read
+    train_instances: int | None = None  # local indices scanned per category (train slots only)
+    train_trajectories: int | None = None  # trajectories per training instance
+    val_distractors: int = 0  # virtual distractors in the validation database
     cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
     cls_scale: float = 30.0  # logit scale of the classification head (published)
@@ -170,9 +182,7 @@ class Trainer:
         batch_images = settings.instances_per_batch * settings.images_per_instance
         self.steps_per_epoch = settings.steps_per_epoch or default_steps_per_epoch(
             len(self.data.items), batch_images)
-        self.sampler = PKSampler(self.data.classes, self.data.trajectories,
-                                 settings.instances_per_batch, settings.images_per_instance,
-                                 settings.seed)
+        self.sampler = self._sampler()
         self.workers = default_workers() if settings.workers is None else settings.workers
         self.log = TrainLog(self.out_dir / LOG_FILENAME)
         self.state_path = self.out_dir / STATE_FILENAME
@@ -182,6 +192,20 @@ class Trainer:
         self._interval = {"images": 0, "start": time.perf_counter(), "sums": {}, "steps": 0}
 
     # ----- setup ---------------------------------------------------------------------------
+    def _sampler(self) -> PKSampler:
+        settings = self.settings
+        if settings.instances_per_category == 1:
+            return PKSampler(self.data.classes, self.data.trajectories,
+                             settings.instances_per_batch, settings.images_per_instance,
+                             settings.seed)
+        categories = self.data.instance_ids // INSTANCE_STRIDE
+        try:
+            return LookalikeSampler(self.data.classes, self.data.trajectories, categories,
+                                    settings.instances_per_batch, settings.images_per_instance,
+                                    settings.instances_per_category, settings.seed)
+        except ValueError as exc:
+            raise TrainDataError(f"{self.data.manifest}: {exc}") from exc
+
     def _method_spec(self):
         try:
             spec = method_spec(self.settings.method)
@@ -199,10 +223,17 @@ class Trainer:
         manifest = manifest / "manifest.parquet" if manifest.is_dir() else manifest
         sharp_only = settings.method == "sharp-only"
         self.stream: CompositeStream | None = None
-        if (manifest.parent / SYNTH_SETTINGS).is_file():
+        synthesized = (manifest.parent / SYNTH_SETTINGS).is_file()
+        wider = settings.train_instances is not None or settings.train_trajectories is not None
+        if not synthesized and (wider or settings.val_distractors):
+            raise TrainDataError(f"{manifest}: more training instances and validation "
+                                 "distractors need a data set written by `synth` (its simulator "
+                                 "settings render them)")
+        if synthesized:
             data, self.stream, fingerprint = open_composite_stream(
                 manifest, settings.image_size, sharp_only, settings.seed,
-                progress=settings.progress)
+                progress=settings.progress, instances=settings.train_instances,
+                trajectories=settings.train_trajectories)
         else:
             data = select_training_rows(
                 items, table, manifest, sharp_only=sharp_only,
@@ -213,6 +244,12 @@ class Trainer:
                 f"{manifest}: P={settings.instances_per_batch} instances per batch, but only "
                 f"{data.num_classes} training instances have images from two trajectories")
         validation = build_validation_set(items, table, manifest, settings.max_val_queries)
+        if validation is not None and settings.val_distractors:
+            preset, config = synth_settings(manifest)
+            pixels = validation_distractor_pixels(manifest.parent, settings.val_distractors,
+                                                  preset.categories, config, settings.image_size,
+                                                  settings.progress)
+            validation = replace(validation, distractors=pixels)
         return data, validation, fingerprint
 
     def _build_model(self) -> None:
@@ -241,6 +278,11 @@ class Trainer:
         factor = _LearningRateFactor(settings.schedule, settings.epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.mining_rng = torch.Generator(device=self.device).manual_seed(settings.seed)
+        self.memory = None
+        if settings.memory_size:
+            start = round(settings.memory_start * settings.epochs * self.steps_per_epoch)
+            self.memory = CrossBatchMemory(settings.memory_size, settings.embedding_dim,
+                                           self.device, start)
         self.crop_rng = torch.Generator().manual_seed(settings.seed + 1)
 
     @property
@@ -281,6 +323,7 @@ class Trainer:
             else None,
             "mining_rng": self.mining_rng.get_state(),
             "crop_rng": self.crop_rng.get_state(),
+            "memory": self.memory.state_dict() if self.memory is not None else None,
             "identity": self._identity(),
         }
 
@@ -290,6 +333,9 @@ class Trainer:
     def _restore(self) -> None:
         state = load_train_state(self.state_path)
         saved, current = state.get("identity", {}), self._identity()
+        defaults = {field.name: field.default for field in fields(TrainSettings)}
+        saved = {**{key: defaults[key] for key in current if key not in saved and key in defaults},
+                 **saved}  # settings added since the state was saved had their defaults
         differing = sorted(
             key for key in set(saved) | set(current)
             if saved.get(key) != current.get(key)
@@ -310,6 +356,8 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.mining_rng.set_state(state["mining_rng"])
         self.crop_rng.set_state(state["crop_rng"])
+        if self.memory is not None:
+            self.memory.load_state_dict(state["memory"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best_metric = state["best_metric"]
         self.skipped_images = state["skipped_images"]
@@ -404,8 +452,9 @@ class Trainer:
         with training_autocast(self.device, self.precision):
             output = self.model(images, crop_boxes=crop_boxes)
         logits = self.head(output.embedding, targets["instance"]) if self.head else None
+        memory = self.memory.contents(self.step) if self.memory is not None else None
         loss, parts = total_loss(output, logits, targets, self.loss_config,
-                                 generator=self.mining_rng)
+                                 generator=self.mining_rng, memory=memory)
         if not math.isfinite(parts["total"]):
             raise DivergedError(f"loss became {parts['total']} at step {self.step + 1} "
                                 f"(parts {parts}); try a lower --lr")
@@ -413,6 +462,8 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+        if self.memory is not None:
+            self.memory.push(output.embedding, targets["instance"])
         interval = self._interval
         interval["images"] += len(rows)
         interval["steps"] += 1
@@ -469,6 +520,9 @@ class Trainer:
                 "batch": [settings.instances_per_batch, settings.images_per_instance],
                 "steps_per_epoch": self.steps_per_epoch, "epochs": settings.epochs,
                 "hard_negatives": settings.hard_negatives, "pretrained": settings.pretrained,
+                "instances_per_category": settings.instances_per_category,
+                "memory_size": settings.memory_size, "memory_start": settings.memory_start,
+                "val_distractors": settings.val_distractors,
                 "cls_margin": settings.cls_margin, "cls_weight": settings.cls_weight,
                 "cls_scale": settings.cls_scale, "head": self.head_kind,
                 "predicted_crop_fraction": settings.predicted_crop_fraction,

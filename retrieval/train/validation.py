@@ -42,6 +42,8 @@ class ValidationSet:
     query_levels: np.ndarray  # int64 blur level per query
     database: list[ManifestRow]
     database_instances: np.ndarray  # int64 manifest instance id per database image
+    # uint8 [N, H, W, 3] images of no query's instance added to the database (val_distractors.py)
+    distractors: np.ndarray | None = None
 
 
 def build_validation_set(
@@ -97,8 +99,10 @@ def build_validation_set(
 def evaluate(embedder: Embedder, validation: ValidationSet, progress: bool = False) -> dict[str, Any]:
     """mAP@100 (standard) overall and per blur level 1..6; None where nothing was scored.
 
-    Images that fail to embed are counted in "failed_images" and left out (a failed database
-    image is simply absent, a failed query is not scored).
+    With distractors, "map@100" and "per_level" are measured among them (the figures a
+    checkpoint is chosen by) and "without_distractors" holds the same against the val database
+    alone. Images that fail to embed are counted in "failed_images" and left out (a failed
+    database image is simply absent, a failed query is not scored).
     """
     num_queries = len(validation.queries)
     result = embedder.embed(validation.queries + validation.database, progress=progress)
@@ -107,17 +111,30 @@ def evaluate(embedder: Embedder, validation: ValidationSet, progress: bool = Fal
     database_index = result.ok[~is_query] - num_queries
     query_labels = validation.query_instances[query_index]
     database_labels = validation.database_instances[database_index]
+    levels = validation.query_levels[query_index]
+    queries, database = result.vectors[is_query], result.vectors[~is_query]
 
-    scores = result.vectors[is_query] @ result.vectors[~is_query].T
-    overall, per_level = score_ranking(rank_by_scores(scores, TOP_K), query_labels,
-                                       database_labels, validation.query_levels[query_index])
+    overall, per_level = score_ranking(rank_by_scores(queries @ database.T, TOP_K), query_labels,
+                                       database_labels, levels)
+    metrics: dict[str, Any] = {}
+    failed = len(result.errors)
+    if validation.distractors is not None and len(validation.distractors):
+        extra = embedder.embed(list(validation.distractors), progress=progress)
+        failed += len(extra.errors)
+        metrics["without_distractors"] = {f"map@{TOP_K}": overall["mean"], "per_level": per_level}
+        labels = np.concatenate([database_labels, np.full(len(extra.ok), -1, dtype=np.int64)])
+        scores = queries @ np.concatenate([database, extra.vectors]).T
+        overall, per_level = score_ranking(rank_by_scores(scores, TOP_K), query_labels, labels,
+                                           levels)
+        metrics["distractors"] = len(extra.ok)
     return {
         f"map@{TOP_K}": overall["mean"],
         "per_level": per_level,
         "queries": overall["count"],
         "queries_without_positive": overall["no_positive_count"],
         "database": len(database_index),
-        "failed_images": len(result.errors),
+        "failed_images": failed,
+        **metrics,
     }
 
 
