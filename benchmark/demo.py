@@ -14,7 +14,7 @@ import click
 import pyarrow.compute as pc
 
 from benchmark.map_cli import load_methods, run_map_benchmark
-from retrieval.cli_options import resolve_device
+from retrieval.cli_options import resolve_device, writable_folder
 from retrieval.sim.layout import Preset
 
 # 40 categories x 3 test instances; 2 query and 4 database trajectories per instance.
@@ -76,7 +76,7 @@ def _index_and_query(manifest: Path, out: Path, model: str, embedder, progress: 
 
 @click.command("demo")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/demo",
-              show_default=True, help="Where the data set, index and report go.")
+              callback=writable_folder, show_default=True, help="Where the data set, index and report go.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--methods", default="blur-aware,standard", show_default=True,

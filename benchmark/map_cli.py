@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from retrieval.cli_options import resolve_device
+from retrieval.cli_options import resolve_device, writable_folder
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.sim.layout import PRESETS
 
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True,
               help="Comma-separated shipped checkpoint names or checkpoint directories.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench-map",
-              show_default=True, help="Report folder (embeddings are cached in OUT/.cache).")
+              callback=writable_folder, show_default=True,
+              help="Report folder (embeddings are cached in OUT/.cache).")
 @click.option("--factory", default="auto", show_default=True,
               help="'auto' (exact up to 100k vectors, IVF above), 'exact', or a FAISS factory.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",

@@ -41,7 +41,7 @@ from indexer.rerank_cli import (
 from indexer.serve.cli import serve_command
 from indexer.shards import DEFAULT_SHARD_SIZE
 from indexer.sources import Source, printable, source_from
-from indexer.store import check_writable_folder
+from retrieval.cli_options import writable_file, writable_folder
 
 DEFAULT_MODEL = "blur-aware"
 EXIT_SKIPPED = 1
@@ -86,7 +86,7 @@ def index_group() -> None:
 @index_group.command("build")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Index folder to create; an interrupted build resumes there.")
+              callback=writable_folder, help="Index folder to create; an interrupted build resumes there.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Embedding model name or checkpoint path.")
 @click.option("--factory", default="auto", show_default=True,
@@ -107,7 +107,6 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, device: st
     """Index SRC (a folder of images or a manifest .parquet) into a new folder."""
     with _failures_as_click_errors():
         resolve_device(device)  # fail before the model is loaded
-        check_writable_folder(out_dir)
         source = source_from(src)
         with model_load_errors(model):
             embedder = load_embedder(model, device, batch_size)
@@ -195,7 +194,7 @@ def info_command(index_dir: Path, as_json: bool) -> None:
 @click.argument("queries", nargs=-1, required=True)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Hits per query.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
-@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), callback=writable_file,
               help="Also write a PNG contact sheet of each query and its hits.")
 @click.option("--model", default=None, help="Defaults to the model that built the index.")
 @click.option("--rerank", "rerank_k", type=click.IntRange(min=1), default=None, metavar="K",
@@ -215,11 +214,6 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
         index.check_k(k)
     except IndexStoreError as error:
         raise click.UsageError(str(error)) from error
-    if grid is not None:
-        try:  # refused now, not after every query is embedded
-            check_writable_folder(grid.parent)
-        except OutputPathError as error:
-            raise click.BadParameter(str(error), param_hint="--grid") from error
     items, skipped = _expand_queries(queries)
     answered: list[tuple[str, list[dict[str, Any]], str | None]] = []
     sheet: list[GridRow] = []

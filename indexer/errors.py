@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from retrieval.devices import DeviceUnavailableError
+from retrieval.fileio import UnwritablePathError
 
 
 class IndexStoreError(Exception):
@@ -26,7 +27,7 @@ class IndexExistsError(IndexStoreError):
     """A build would overwrite an existing index."""
 
 
-class OutputPathError(IndexStoreError):
+class OutputPathError(IndexStoreError, UnwritablePathError):
     """An output location that cannot be written: an existing file, a file among its parents,
     or a folder without write permission. A usage error: the caller must name another place."""
 

@@ -14,7 +14,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from indexer.errors import (
     IndexFormatError,
     OutputPathError,
 )
+from retrieval import fileio
 from retrieval.fileio import atomic_path, write_json_atomic, write_parquet_atomic
 
 FORMAT_VERSION = 1
@@ -115,19 +115,11 @@ def saved_generation(directory: Path) -> int:
 
 
 def check_writable_folder(folder: str | Path) -> None:
-    """Refuse, before any long work, a folder that cannot be created or written in.
-
-    The nearest existing folder on the way decides: it must be a folder (not a file) and
-    writable by this process.
-    """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputPathError(f"{folder}: exists and is not a folder")
-    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
-    if not existing.is_dir():
-        raise OutputPathError(f"{folder}: cannot be created, {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{folder}: no permission to write in {existing}")
+    """`retrieval.fileio.check_writable_folder`, failing as an index error (`OutputPathError`)."""
+    try:
+        fileio.check_writable_folder(folder)
+    except fileio.UnwritablePathError as error:
+        raise OutputPathError(str(error)) from error
 
 
 def sha256_of(path: Path) -> str:

@@ -6,16 +6,17 @@ from dataclasses import replace
 
 import click
 
-from retrieval.cli_options import parse_size, resolve_device
+from retrieval.cli_options import parse_size, resolve_device, writable_file, writable_folder
 from retrieval.rerank.dense_cli import train_dense_command
 from retrieval.sim.layout import PRESETS
 from retrieval.train_cli import train_command
+from retrieval.video_cli import video_set_command
 
 _POSITIVE = click.IntRange(min=1)
 
 
 @click.command()
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False), callback=writable_folder)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True,
               help="Data set size; the options below override its fields.")
 @click.option("--categories", type=click.IntRange(1, 400), help="Object categories.")
@@ -27,8 +28,9 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--virtual", is_flag=True, help="Write no image files: rows are rendered on demand.")
 @click.option("--splits", default="train,val,test", show_default=True,
               help="Instance splits to render (comma-separated); distractors are always added.")
-@click.option("--preview", type=click.Path(dir_okay=False), help="Write an exposure contact sheet PNG.")
-@click.option("--preview-instances", type=click.Path(dir_okay=False),
+@click.option("--preview", type=click.Path(dir_okay=False), callback=writable_file,
+              help="Write an exposure contact sheet PNG.")
+@click.option("--preview-instances", type=click.Path(dir_okay=False), callback=writable_file,
               help="Write a PNG of category 0's first instances (rows) along three trajectories "
                    "at exposures 0, 5 and 10 (columns).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -64,4 +66,4 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
         click.echo(f"wrote {write_sheet(preview_instances, instance_sheet(config, 0))}")
 
 
-COMMANDS = [synth, train_command, train_dense_command]
+COMMANDS = [synth, train_command, train_dense_command, video_set_command]

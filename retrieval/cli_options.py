@@ -1,12 +1,17 @@
-"""Option parsing shared by every package's commands (sizes, devices)."""
+"""Option parsing shared by every package's commands (sizes, devices, output paths)."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import click
 
 from retrieval import devices
+from retrieval.fileio import UnwritablePathError, check_writable_folder
+
+PathValue = str | os.PathLike | None
 
 _SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 
@@ -30,3 +35,26 @@ def resolve_device(device: str) -> str:
         return devices.resolve_device(device)
     except devices.DeviceUnavailableError as error:
         raise click.BadParameter(str(error), param_hint="--device") from error
+
+
+def writable_folder(ctx: click.Context | None, param: click.Parameter | None,
+                    value: PathValue) -> PathValue:
+    """Click callback for an output folder: one that cannot be created or written in is a usage
+    error (exit 2) while the options are read, before any work."""
+    if value is not None:
+        try:
+            check_writable_folder(value)
+        except UnwritablePathError as error:
+            raise click.BadParameter(str(error)) from error
+    return value
+
+
+def writable_file(ctx: click.Context | None, param: click.Parameter | None,
+                  value: PathValue) -> PathValue:
+    """Click callback for an output file: its folder must be one `writable_folder` accepts."""
+    if value is not None:
+        try:
+            check_writable_folder(Path(value).parent)
+        except UnwritablePathError as error:
+            raise click.BadParameter(f"cannot write {value}: {error}") from error
+    return value

@@ -1,4 +1,7 @@
-"""Atomic file writes: a crash mid-write must never leave a half-written file behind."""
+"""Atomic file writes: a crash mid-write must never leave a half-written file behind.
+
+Also the one check every command runs on its output locations before any long work.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,27 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+class UnwritablePathError(Exception):
+    """An output location that cannot be written: an existing file where a folder is wanted, a
+    file among its parents, or a folder without write permission. The message names the path."""
+
+
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Refuse, before any long work, a folder that cannot be created or written in.
+
+    The nearest existing folder on the way decides: it must be a folder (not a file) and
+    writable by this process.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UnwritablePathError(f"{folder}: exists and is not a folder")
+    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        raise UnwritablePathError(f"{folder}: cannot be created, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UnwritablePathError(f"{folder}: no permission to write in {existing}")
 
 
 def _current_umask() -> int:

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from retrieval.cli_options import writable_folder
 from retrieval.rerank.dense_net import DENSE_CROP, STRIDES
 
 
 @click.command("train-dense")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=writable_folder,
               help="Run folder: checkpoint (dense.safetensors, dense.json), log, state.")
 @click.option("--steps", type=click.IntRange(min=1), default=1200, show_default=True)
 @click.option("--pairs", type=click.IntRange(min=2), default=24, show_default=True,
