@@ -100,7 +100,7 @@ def build_index(
     store.check_writable_folder(out)
     device = gpu.resolve_device(device)
     if len(source) == 0:
-        raise SourceError(f"{source.origin}: no items to index")
+        raise SourceError("; ".join([f"{source.origin}: no items to index", *source.skipped]))
     source = with_content_hashes(source, progress)
     created = not out.exists()
     embedded = embed_in_shards(source.items, embedder, out / BUILD_DIR_NAME, shard_size, progress)

@@ -54,10 +54,10 @@ def load_embedder(model: str, device: str, batch_size: int) -> EmbedderLike:
     return load(model, device=device, batch_size=batch_size)
 
 
-def _iter_image_files(folder: Path) -> Iterator[Path]:
-    from retrieval.images import iter_image_files
+def _list_image_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    from retrieval.images import list_image_files
 
-    return iter_image_files(folder)
+    return list_image_files(folder)
 
 
 def _stat_problem(path: Path) -> str:
@@ -299,8 +299,9 @@ def _expand_queries(queries: Sequence[str]
     for given in queries:
         path = Path(given)
         if path.is_dir():
-            files = [(str(p), None) for p in _iter_image_files(path)]
-            entries += files or [(given, f"{given}: no images in folder")]
+            files, unlistable = _list_image_files(path)
+            found = [(str(p), None) for p in files] + unlistable
+            entries += found or [(given, f"{given}: no images in folder")]
         elif path.exists():
             entries.append((given, None))
         else:
@@ -331,15 +332,16 @@ def _print_answers(answered: list[tuple[str, list[dict[str, Any]], str | None]],
 
 def _finish_ingest(index: RetrievalIndex, source: Source, result: IngestResult,
                    verb: str) -> None:
-    for _, message in result.errors[:MAX_LISTED_SKIPS]:
+    skipped = [*source.skipped, *(message for _, message in result.errors)]
+    for message in skipped[:MAX_LISTED_SKIPS]:
         click.echo(f"skipped: {printable(message)}", err=True)
-    if len(result.errors) > MAX_LISTED_SKIPS:
-        click.echo(f"... and {len(result.errors) - MAX_LISTED_SKIPS} more skipped", err=True)
+    if len(skipped) > MAX_LISTED_SKIPS:
+        click.echo(f"... and {len(skipped) - MAX_LISTED_SKIPS} more skipped", err=True)
     duplicates = (f" ({len(result.duplicates)} already in the index, not added again; "
                   "--allow-duplicates adds them)" if len(result.duplicates) else "")
     click.echo(printable(f"{verb} {len(result.ids)} of {len(source)} items from {source.origin}"
                          f"{duplicates}; {index.count} vectors in {index.directory}"))
-    if result.errors:
+    if skipped:
         click.get_current_context().exit(EXIT_SKIPPED)
 
 

@@ -35,6 +35,9 @@ class Source:
     items: list[Any]
     metadata: pa.Table
     origin: str = "<memory>"
+    # Why inputs met while gathering the items were left out (a folder that cannot be listed),
+    # each naming its path: commands report them with the items that fail to embed.
+    skipped: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.items) != self.metadata.num_rows:
@@ -92,23 +95,27 @@ def file_paths(table: pa.Table) -> list[str | None]:
     return [text if data is None else os.fsdecode(data) for text, data in zip(shown, raw)]
 
 
-def source_from_paths(paths: list[str | os.PathLike], origin: str = "<memory>") -> Source:
+def source_from_paths(paths: list[str | os.PathLike], origin: str = "<memory>",
+                      skipped: Sequence[str] = ()) -> Source:
     """Image files given one by one; metadata holds only their paths."""
     names = [os.fspath(p) for p in paths]
-    return Source(items=names, metadata=pa.table(path_columns(names)), origin=origin)
+    return Source(items=names, metadata=pa.table(path_columns(names)), origin=origin,
+                  skipped=tuple(skipped))
 
 
 def source_from_folder(folder: str | os.PathLike) -> Source:
     """Every image under `folder` (recursive, sorted), recorded by absolute path.
 
     Absolute paths keep hits resolvable when the index is queried from another directory.
+    Folders that cannot be listed are left out and named in `Source.skipped`.
     """
-    from retrieval.images import iter_image_files
+    from retrieval.images import list_image_files
 
     root = Path(folder).resolve()
     if not root.is_dir():
         raise SourceError(f"{folder}: not a folder")
-    return source_from_paths(list(iter_image_files(root)), origin=str(folder))
+    files, unlistable = list_image_files(root)
+    return source_from_paths(files, origin=str(folder), skipped=[message for _, message in unlistable])
 
 
 def source_from_manifest(manifest_path: str | os.PathLike) -> Source:

@@ -12,7 +12,7 @@ import os
 import stat
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,28 +63,44 @@ class UnsupportedImageModeError(ValueError):
     """Pillow holds the image in a mode it cannot turn into RGB (e.g. premultiplied 'La')."""
 
 
-def iter_image_files(folder: str | os.PathLike) -> Iterator[Path]:
+def iter_image_files(folder: str | os.PathLike,
+                     unlistable: Callable[[str, str], None] | None = None) -> Iterator[Path]:
     """Yield image files under `folder`, recursively, in a reproducible order.
 
     Order: the files of a folder by name (code-point order), then its sub-folders by name,
     depth first. Extensions match case-insensitively; hidden files and folders (leading '.')
-    are skipped, symlinked folders are not followed (no cycles). A sub-folder that cannot be
-    listed is logged as a warning and skipped, so one bad folder does not end the walk.
+    are skipped, symlinked folders are not followed (no cycles). A folder that cannot be listed
+    is skipped, so one bad folder does not end the walk: `unlistable(folder, message)` is called
+    for it, so a command can report it with its other skipped inputs; without one it is logged
+    as a warning.
     """
     root = Path(folder)
     if not root.exists():
         raise FileNotFoundError(f"{root}: folder not found")
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
-    for current, dirnames, filenames in os.walk(root, onerror=_log_unlistable):
+    report = unlistable or _log_unlistable
+
+    def refused(error: OSError) -> None:
+        report(str(error.filename), f"{error.filename}: cannot list folder ({error.strerror})")
+
+    for current, dirnames, filenames in os.walk(root, onerror=refused):
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 yield Path(current) / name
 
 
-def _log_unlistable(error: OSError) -> None:
-    LOG.warning("%s: cannot list folder (%s); skipped", error.filename, error.strerror)
+def list_image_files(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files under `folder` (as `iter_image_files` orders them), and (folder, message)
+    for each folder that could not be listed."""
+    unlistable: list[tuple[str, str]] = []
+    files = list(iter_image_files(folder, lambda path, message: unlistable.append((path, message))))
+    return files, unlistable
+
+
+def _log_unlistable(folder: str, message: str) -> None:
+    LOG.warning("%s; skipped", message)
 
 
 def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

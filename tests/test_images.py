@@ -22,6 +22,7 @@ from retrieval.images import (
     ImageLoadError,
     UnsupportedImageModeError,
     iter_image_files,
+    list_image_files,
     load_rgb,
     load_rgb_array,
     to_rgb_image,
@@ -474,3 +475,13 @@ def test_iter_image_files_logs_and_goes_on_past_unlistable_folder(tmp_path, monk
     (record,) = caplog.records
     assert record.name == "retrieval.images" and record.levelno == logging.WARNING
     assert str(locked) in record.getMessage() and "cannot list folder" in record.getMessage()
+
+
+def test_list_image_files_names_each_unlistable_folder_instead_of_logging(tmp_path, monkeypatch, caplog):
+    touch(tmp_path / "a" / "1.png")
+    touch(tmp_path / "b" / "2.png")
+    refuse_listing(monkeypatch, tmp_path / "a")
+    files, unlistable = list_image_files(tmp_path)
+    assert files == [tmp_path / "b" / "2.png"]
+    assert unlistable == [(str(tmp_path / "a"), f"{tmp_path / 'a'}: cannot list folder (Permission denied)")]
+    assert caplog.records == []

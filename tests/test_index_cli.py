@@ -10,7 +10,7 @@ import faiss
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from test_index_fakes import FakeEmbedder, write_pngs
+from test_index_fakes import FakeEmbedder, refuse_listing, write_pngs
 
 from indexer import cli
 
@@ -150,6 +150,41 @@ def test_build_reports_skipped_files_with_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "bad.png" in result.stderr and "indexed 3 of 4 items" in result.stdout
     assert loaded_models == ["blur-aware"], "the default model"
+
+
+@pytest.mark.parametrize("verb", ["build", "add"])
+def test_a_folder_that_cannot_be_listed_is_reported_skipped_with_exit_1(
+        built: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verb: str) -> None:
+    index_dir, _ = built
+    write_pngs(tmp_path / "more", 4, seed=1)  # two images in more/a, two in more/b
+    refuse_listing(monkeypatch, tmp_path / "more" / "a")
+    target = ["--out", str(tmp_path / "idx2")] if verb == "build" else []
+    args = [verb, *([str(index_dir)] if verb == "add" else []), str(tmp_path / "more"), *target, "-q"]
+    result = CliRunner().invoke(cli.index_group, args)
+    assert result.exit_code == 1, result.output
+    assert f"skipped: {tmp_path / 'more' / 'a'}: cannot list folder (Permission denied)" in result.stderr
+    assert f"{'indexed' if verb == 'build' else 'added'} 2 of 2 items" in result.stdout
+
+
+def test_a_query_folder_that_cannot_be_listed_is_in_skipped_with_exit_1(
+        built: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch) -> None:
+    index_dir, paths = built
+    locked = paths[0].parent.parent / "a"
+    refuse_listing(monkeypatch, locked)
+    code, answer = _query(str(index_dir), str(paths[0].parent.parent), "-k", "1")
+    assert code == 1 and len(answer["results"]) == 3, "the other folder's images are answered"
+    assert answer["skipped"] == [{"path": str(locked),
+                                  "error": f"{locked}: cannot list folder (Permission denied)"}]
+
+
+def test_a_build_whose_only_folder_cannot_be_listed_says_so(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    write_pngs(tmp_path / "db", 2)
+    refuse_listing(monkeypatch, tmp_path / "db")
+    result = CliRunner().invoke(cli.index_group, ["build", str(tmp_path / "db"), "--out",
+                                                  str(tmp_path / "idx"), "-q"])
+    assert result.exit_code == 1
+    assert f"no items to index; {tmp_path / 'db'}: cannot list folder (Permission denied)" in result.stderr
 
 
 def test_build_resumes_after_an_interruption(tmp_path: Path,

@@ -117,7 +117,7 @@ def refuse_listing(monkeypatch: pytest.MonkeyPatch, locked: Path) -> None:
     real_scandir = os.scandir
 
     def refusing_scandir(path: Any) -> Any:
-        if Path(path) == locked:
+        if not isinstance(path, int) and Path(path) == locked:  # shutil.rmtree lists by descriptor
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 

@@ -84,7 +84,7 @@ def test_a_command_leaves_the_package_loggers_as_it_found_them(tmp_path: Path,
 
 
 @pytest.mark.parametrize("quiet", [[], ["-q"]])
-def test_query_json_keeps_stdout_pure_json_and_logs_a_skipped_folder_on_stderr(
+def test_query_json_keeps_stdout_pure_json_and_reports_an_unlistable_folder_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: list[str]) -> None:
     monkeypatch.setattr(indexer_cli, "load_embedder", lambda *a: FakeEmbedder())
     write_pngs(tmp_path / "db", 3)
@@ -92,7 +92,9 @@ def test_query_json_keeps_stdout_pure_json_and_logs_a_skipped_folder_on_stderr(
     locked = tmp_path / "db" / "locked"
     write_pngs(locked, 1, seed=1)
     refuse_listing(monkeypatch, locked)
-    result = _invoke("query", str(tmp_path / "idx"), str(tmp_path / "db"), "-k", "1", "--json", *quiet)
+    result = CliRunner().invoke(main, ["query", str(tmp_path / "idx"), str(tmp_path / "db"), "-k", "1",
+                                       "--json", *quiet])
+    assert result.exit_code == 1, "a skipped input"
     answer = json.loads(result.stdout)  # nothing but the JSON answer on stdout
-    assert len(answer["results"]) == 3 and answer["skipped"] == []
-    assert f"WARNING: {locked}: cannot list folder" in result.stderr, "a warning shows even under -q"
+    assert len(answer["results"]) == 3 and [entry["path"] for entry in answer["skipped"]] == [str(locked)]
+    assert "cannot list folder" not in result.stderr, "reported in the answer, not again as a warning"
