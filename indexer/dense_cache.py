@@ -39,12 +39,14 @@ from indexer.dense_parts import (
     Part,
     ViewModels,
     cache_parts,
+    is_part_name,
     pack,
     part_number,
     part_path,
     write_part,
 )
 from indexer.rerank import DESCRIBE_CHUNK, describe_all
+from retrieval.fileio import remove_temporaries
 from retrieval.rerank.names import SHIPPED_DENSE
 from retrieval.rerank.verify import DenseView
 
@@ -183,6 +185,10 @@ class _CacheWrite:
     def __init__(self, directory: str | Path, models: ViewModels) -> None:
         self.directory = Path(directory)
         self.models = models
+        # A cache has one writer at a time (part numbers would collide otherwise): the
+        # temporaries of part writes found now were left by a write that was killed.
+        for path in remove_temporaries(directory, is_part_name):
+            LOG.info("%s: removed, left by a dense cache write that was interrupted", path)
         self.old = cache_parts(directory)
         self.number = part_number(self.old[-1]) + 1 if self.old else 0
         self.written = [np.zeros(0, np.int64)]

@@ -62,6 +62,11 @@ def cache_parts(directory: str | Path) -> list[Path]:
     return [legacy, *parts] if legacy.is_file() else parts
 
 
+def is_part_name(name: str) -> bool:
+    """Whether `name` is the name of a part file (the legacy single file included)."""
+    return name == LEGACY_NAME or _PART_NAME.fullmatch(name) is not None
+
+
 def part_path(directory: str | Path, number: int) -> Path:
     return Path(directory) / f"dense_views.{number:05d}.safetensors"
 

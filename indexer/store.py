@@ -4,7 +4,8 @@ INDEX_DIR holds generation-numbered files (`index.<gen>.faiss`, `metadata.<gen>.
 `manifest.json`, which names the current generation's files with their sha256. A save writes the
 new generation's files first and replaces the manifest last, in one atomic rename: that rename
 is the commit point, so a crash at any moment leaves a manifest naming complete files. Older
-generations are deleted only after the commit.
+generations are deleted only after the commit. A save killed mid-write (kill -9) leaves its
+temporaries behind; the next save, or the next open while no save runs, deletes them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ METRIC = "inner_product"
 MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
 GENERATION_FILE = re.compile(r"^(index\.\d+\.faiss|metadata\.\d+\.parquet)$")
 _LOAD_ATTEMPTS = 3
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ def commit_generation(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(directory):
+        _remove_temporaries(directory)
         on_disk = saved_generation(directory)
         if on_disk != manifest.generation:
             raise ConcurrentUpdateError(
@@ -186,8 +191,29 @@ def load_generation(directory: str | Path, mmap: bool
         except FileNotFoundError as error:
             missing = error
             continue
+        remove_stale_temporaries(directory)
         return manifest, index, metadata, mapped
     raise IndexFormatError(f"{missing.filename}: a file the manifest names is missing") from missing
+
+
+def remove_stale_temporaries(directory: str | Path) -> None:
+    """Delete the temporaries of a save that was killed mid-write, unless a save is running now
+    (it holds the lock, and its temporaries are not stale) or the folder is not ours to write
+    (a read-only copy keeps them)."""
+    directory = Path(directory)
+    if fileio.temporaries(directory, _written_by_save):
+        with contextlib.suppress(OSError), _exclusive_lock(directory, blocking=False):
+            _remove_temporaries(directory)
+
+
+def _written_by_save(name: str) -> bool:
+    return name == MANIFEST_NAME or GENERATION_FILE.match(name) is not None
+
+
+def _remove_temporaries(directory: Path) -> None:
+    """Delete every save temporary; only while holding the lock, so none is a running save's."""
+    for path in fileio.remove_temporaries(directory, _written_by_save):
+        LOG.info("%s: removed, left by a save that was interrupted", path)
 
 
 def _write_index(path: Path, index: faiss.Index) -> FileRecord:
@@ -239,10 +265,11 @@ def _remove_other_generations(directory: Path, keep: set[str]) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive_lock(directory: Path) -> Iterator[None]:
-    """Serialise writers of one folder (POSIX advisory lock; readers never take it)."""
+def _exclusive_lock(directory: Path, blocking: bool = True) -> Iterator[None]:
+    """Serialise writers of one folder (POSIX advisory lock; readers take it only to delete stale
+    temporaries, and never wait for it). Not blocking: BlockingIOError while another holds it."""
     with open(directory / LOCK_NAME, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         try:
             yield
         finally:

@@ -8,10 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+_TEMP_SUFFIX = ".tmp"
+# `atomic_path` names its temporary `.<target name>.<random, no dot>.tmp` (see tempfile.mkstemp).
+_TEMPORARY = re.compile(rf"^\.(?P<target>.+)\.[^.]+{re.escape(_TEMP_SUFFIX)}$")
 
 
 class UnwritablePathError(Exception):
@@ -54,7 +59,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -66,6 +71,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def temporaries(folder: str | os.PathLike, of: Callable[[str], bool]) -> list[Path]:
+    """The temporaries of `atomic_path` in `folder` whose target's name `of` accepts.
+
+    A process killed mid-write (kill -9, power loss) never reaches the clean-up in
+    `atomic_path`, so its temporary stays; the owner of the targets deletes these when it knows
+    no other process is writing them.
+    """
+    found = []
+    for path in Path(folder).iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match is not None and of(match.group("target")) and path.is_file():
+            found.append(path)
+    return found
+
+
+def remove_temporaries(folder: str | os.PathLike, of: Callable[[str], bool]) -> list[Path]:
+    """Delete `temporaries(folder, of)`, and return them."""
+    found = temporaries(folder, of)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

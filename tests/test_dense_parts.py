@@ -228,3 +228,12 @@ def test_mirror_vectors_round_trip_and_are_kept_only_where_every_view_has_one(tm
     write_part(tmp_path / "c.safetensors", MODELS, broken)
     with pytest.raises(DenseCacheError, match="c.safetensors.*inconsistent.*mirrors"):
         Part(tmp_path / "c.safetensors")
+
+
+def test_a_write_deletes_the_temporaries_of_a_killed_part_write(tmp_path: Path) -> None:
+    killed = tmp_path / ".dense_views.00002.safetensors.k2x9_abc.tmp"  # as atomic_path names it
+    killed.write_bytes(b"half a part")
+    (tmp_path / ".metadata.2.parquet.k2x9_abc.tmp").write_bytes(b"the index's own, not the cache's")
+    write_cache(tmp_path, MODELS, [0, 1], _views(2))
+    assert sorted(path.name for path in tmp_path.glob(".*.tmp")) == [".metadata.2.parquet.k2x9_abc.tmp"]
+    assert open_cache(tmp_path).ids.tolist() == [0, 1]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -175,3 +178,53 @@ def test_open_retries_when_a_save_swaps_generations_underneath(
     monkeypatch.setattr(store, "read_manifest", lambda d: next(answers, None) or real_read(d))
     index = open_index(index_dir)
     assert index.count == 23 and index.manifest.generation == 2
+
+
+_KILLED_MID_SAVE = """
+import os, signal, sys
+from indexer import store
+from indexer.api import open_index
+
+def die(path):  # the index file is written, its temporary not yet renamed
+    os.kill(os.getpid(), signal.SIGKILL)
+
+index = open_index(sys.argv[1], mmap=False)
+index.remove(ids=[1])
+store.sha256_of = die
+index.save()
+"""
+
+
+def _save_temporaries(index_dir: Path) -> list[str]:
+    return sorted(path.name for path in index_dir.glob(".*.tmp"))
+
+
+def test_a_save_killed_mid_write_leaves_a_temporary_the_next_open_deletes(index_dir: Path) -> None:
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_SAVE, str(index_dir)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = _save_temporaries(index_dir)
+    assert left.startswith(".index.2.faiss.")
+    _assert_intact(index_dir, count=20)
+    assert _save_temporaries(index_dir) == []
+
+
+def test_temporaries_of_a_running_save_are_kept_and_others_files_never_touched(index_dir: Path) -> None:
+    running = index_dir / ".metadata.2.parquet.k2x9_abc.tmp"
+    running.write_bytes(b"being written")
+    (index_dir / ".notes.txt.abc.tmp").write_text("not ours")
+    with store._exclusive_lock(index_dir):  # what a save holds while it writes
+        open_index(index_dir)
+    assert running.exists(), "a reader never deletes what a running save writes"
+    open_index(index_dir)
+    assert _save_temporaries(index_dir) == [".notes.txt.abc.tmp"]
+
+
+def test_the_next_save_deletes_temporaries_of_a_killed_save(index_dir: Path) -> None:
+    (index_dir / ".manifest.json.abc12345.tmp").write_text("{")
+    (index_dir / ".index.7.faiss.abc12345.tmp").write_bytes(b"partial")
+    with store._exclusive_lock(index_dir):  # the open ran while a save held the lock: kept
+        index = open_index(index_dir, mmap=False)
+    assert len(_save_temporaries(index_dir)) == 2
+    index.remove(ids=[3])
+    index.save()
+    assert _save_temporaries(index_dir) == []
