@@ -62,6 +62,38 @@ def create_index(factory: str, dim: int) -> tuple[faiss.Index, str]:
     return _from_factory(wrapped, dim), wrapped
 
 
+def structure(index: faiss.Index) -> str:
+    """What a factory string decides about `index`, as nested FAISS classes, e.g.
+    `IndexIDMap2(IndexFlat)` or `IndexIVFFlat[nlist=1024](IndexFlat)`: equal for the index a
+    factory builds and the same index after training, filling, saving and loading."""
+    node = faiss.downcast_index(index)
+    name = "IndexFlat" if isinstance(node, faiss.IndexFlat) else type(node).__name__
+    if isinstance(node, faiss.IndexIVF):
+        return f"{name}[nlist={node.nlist}]({structure(node.quantizer)})"
+    if isinstance(node, faiss.IndexPreTransform):
+        steps = [_transform_name(node.chain.at(i)) for i in range(node.chain.size())]
+        return f"{name}[{', '.join(steps)}]({structure(node.index)})"
+    if isinstance(node, faiss.IndexIDMap):  # IndexIDMap2 derives from it
+        return f"{name}({structure(node.index)})"
+    return name
+
+
+def _transform_name(transform: faiss.VectorTransform) -> str:
+    """A trained OPQ or PCA matrix is saved as a plain linear transform: all read as one."""
+    step = faiss.downcast_VectorTransform(transform)
+    return "LinearTransform" if isinstance(step, faiss.LinearTransform) else type(step).__name__
+
+
+def factory_mismatch(factory: str, index: faiss.Index) -> str | None:
+    """Why `factory` does not build an index like `index` (None when it does)."""
+    try:
+        built = structure(_from_factory(factory, index.d))
+    except InvalidFactoryError as error:
+        return str(error)
+    found = structure(index)
+    return None if built == found else f"factory {factory!r} builds {built}, not {found}"
+
+
 def training_positions(index: faiss.Index, n: int, seed: int = TRAIN_SEED) -> np.ndarray:
     """Sorted positions of a deterministic random sample of the vectors to train on."""
     ivf = faiss.try_extract_index_ivf(index)

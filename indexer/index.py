@@ -30,6 +30,7 @@ from indexer.errors import (
     UnsupportedOperationError,
     faiss_reason,
 )
+from indexer.factory import factory_mismatch
 from indexer.shards import DEFAULT_SHARD_SIZE, discard_builds, embed_in_shards
 from indexer.sources import Source, check_metadata, file_path
 from indexer.tuning import set_nprobe
@@ -335,24 +336,35 @@ class RetrievalIndex:
         return self._gpu
 
 
+def _check_agreement(directory: Path, manifest: store.Manifest, faiss_index: faiss.Index,
+                     table: pa.Table) -> None:
+    """The manifest, index file and metadata must describe one index; a damaged or hand-edited
+    manifest would otherwise be trusted and carried on by every later save."""
+    index_file = directory / manifest.files["index"].name
+    if not (faiss_index.ntotal == manifest.count == table.num_rows
+            and faiss_index.d == manifest.dim):
+        raise IndexFormatError(
+            f"{index_file}: holds {faiss_index.ntotal} vectors of dimension {faiss_index.d}, but "
+            f"the manifest says {manifest.count} of dimension {manifest.dim} and the metadata has "
+            f"{table.num_rows} rows"
+        )
+    damaged = f"{directory / store.MANIFEST_NAME}: damaged manifest: restore it or rebuild the index"
+    ids = metadata.ids_column(table)
+    if len(ids) and ids.max() >= manifest.next_id:
+        raise IndexFormatError(
+            f"{damaged}; its next_id {manifest.next_id} is not above the largest id in use "
+            f"({int(ids.max())}), so new vectors would reuse ids"
+        )
+    mismatch = factory_mismatch(manifest.factory, faiss_index)
+    if mismatch is not None:
+        raise IndexFormatError(f"{damaged}; its factory does not describe {index_file}: {mismatch}")
+
+
 def open_index(directory: str | Path, mmap: bool = True, device: str = "auto") -> RetrievalIndex:
     """Open a saved index; `mmap=True` maps it read-only so many processes share one copy."""
     device = gpu.resolve_device(device)
     manifest, faiss_index, table, mapped = store.load_generation(directory, mmap)
-    if not (faiss_index.ntotal == manifest.count == table.num_rows
-            and faiss_index.d == manifest.dim):
-        raise IndexFormatError(
-            f"{Path(directory) / manifest.files['index'].name}: holds {faiss_index.ntotal} "
-            f"vectors of dimension {faiss_index.d}, but the manifest says {manifest.count} of "
-            f"dimension {manifest.dim} and the metadata has {table.num_rows} rows"
-        )
-    ids = metadata.ids_column(table)
-    if len(ids) and ids.max() >= manifest.next_id:
-        raise IndexFormatError(
-            f"{Path(directory) / store.MANIFEST_NAME}: next_id {manifest.next_id} is not above the "
-            f"largest id in use ({int(ids.max())}); new vectors would reuse ids, so the manifest "
-            "is damaged: restore it or rebuild the index"
-        )
+    _check_agreement(Path(directory), manifest, faiss_index, table)
     if "nprobe" in manifest.tuned:
         set_nprobe(faiss_index, manifest.tuned["nprobe"])
     return RetrievalIndex(directory, faiss_index, table, manifest, read_only=mmap,

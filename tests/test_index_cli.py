@@ -134,6 +134,22 @@ def test_remove_needs_ids_or_paths_and_reports_unknown_ones(built: tuple[Path, l
     assert unknown.exit_code == 1 and "id 77" in unknown.output
 
 
+@pytest.mark.parametrize("verb", ["remove", "add"])
+def test_a_bogus_manifest_factory_stops_add_and_remove_instead_of_being_kept(
+        built: tuple[Path, list[Path]], tmp_path: Path, verb: str) -> None:
+    index_dir, _ = built
+    manifest_path = index_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["factory"] = "Bogus!!"
+    manifest_path.write_text(json.dumps(manifest))
+    write_pngs(tmp_path / "more", 1, seed=3)
+    change = {"remove": ["--id", "0"], "add": [str(tmp_path / "more"), "--model", "my-model"]}[verb]
+    result = CliRunner().invoke(cli.index_group, [verb, str(index_dir), *change])
+    assert result.exit_code == 1
+    assert f"{manifest_path}: damaged manifest" in result.stderr and "'Bogus!!'" in result.stderr
+    assert json.loads(manifest_path.read_text()) == manifest, "nothing saved"
+
+
 def test_add_with_another_model_is_refused(built: tuple[Path, list[Path]], tmp_path: Path
                                            ) -> None:
     index_dir, paths = built

@@ -228,3 +228,23 @@ def test_the_next_save_deletes_temporaries_of_a_killed_save(index_dir: Path) -> 
     index.remove(ids=[3])
     index.save()
     assert _save_temporaries(index_dir) == []
+
+
+@pytest.mark.parametrize(("factory", "problem"), [
+    ("Bogus!!", "invalid FAISS factory string 'Bogus!!'"),
+    ("IVF4,Flat", "factory 'IVF4,Flat' builds IndexIVFFlat[nlist=4](IndexFlat), not IndexIDMap2(IndexFlat)"),
+    ("IDMap2,HNSW32", "builds IndexIDMap2(IndexHNSWFlat), not IndexIDMap2(IndexFlat)"),
+])
+def test_a_manifest_factory_that_does_not_describe_the_index_file_is_refused(
+        index_dir: Path, factory: str, problem: str) -> None:
+    manifest_path = index_dir / store.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["factory"] == "IDMap2,Flat"
+    manifest["factory"] = factory
+    manifest_path.write_text(json.dumps(manifest))
+    for mmap in (True, False):  # queries and changes alike: a wrong factory is never saved again
+        with pytest.raises(IndexFormatError) as refused:
+            open_index(index_dir, mmap=mmap)
+        message = str(refused.value)
+        assert message.startswith(f"{manifest_path}: damaged manifest") and problem in message
+        assert f"does not describe {index_dir / 'index.1.faiss'}" in message
