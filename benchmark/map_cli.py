@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 @click.option("--distractors", type=click.IntRange(min=0),
               help="Distractors in the database: the data set's own first, then virtual rows "
                    "(no files). Default: those of the data set or preset.")
+@click.option("--distractor-objects", type=click.IntRange(min=1), metavar="N",
+              help="Spread the virtual distractors over about N objects, one image per "
+                   "trajectory (the published layout: 1,562 objects for 1,000,000 images). "
+                   "Default: 10 images per object.")
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True,
               help="Comma-separated shipped checkpoint names or checkpoint directories.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench-map",
@@ -56,8 +60,8 @@ if TYPE_CHECKING:
 @click.option("--locator", default=DEFAULT_LOCATOR, show_default=True,
               help="Model whose localisation head finds the object for --rerank.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def map_command(data, preset, seed, distractors, methods, out_dir, factory, device, batch_size,
-                workers, rerank, dense, locator, quiet):
+def map_command(data, preset, seed, distractors, distractor_objects, methods, out_dir, factory,
+                device, batch_size, workers, rerank, dense, locator, quiet):
     """Compare methods by mAP@100 per blur level 1..6, with distractors; write the report."""
     started = time.perf_counter()
     progress = not quiet
@@ -75,6 +79,7 @@ def map_command(data, preset, seed, distractors, methods, out_dir, factory, devi
         "data": str(manifest), "synthesized": data is None,
         "preset": {"name": preset, **asdict(PRESETS[preset])} if data is None else None,
         "seed": seed if data is None else None, "distractors_requested": distractors,
+        "distractor_objects_requested": distractor_objects,
         "factory": factory, "device": device, "batch_size": batch_size, "workers": workers,
         "rerank": {"k": rerank, "dense": dense, "locator": locator,
                    "params": vars(reranker.params)} if reranker else None,
@@ -97,7 +102,8 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
     from indexer.errors import InvalidFactoryError
 
     try:
-        bench = load_benchmark_set(manifest, config["distractors_requested"])
+        bench = load_benchmark_set(manifest, config["distractors_requested"],
+                                   config.get("distractor_objects_requested"))
     except ProtocolError as error:
         raise click.ClickException(str(error)) from error
     data_seconds = time.perf_counter() - started

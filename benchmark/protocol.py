@@ -23,7 +23,12 @@ import pyarrow.compute as pc
 from retrieval.manifest import MANIFEST_NAME, ManifestRow, read_manifest, sim_config_of
 from retrieval.metrics import tie_break_keys
 from retrieval.sim.config import SimConfig
-from retrieval.sim.layout import BENCHMARK_LEVELS, distractor_table, instance_split
+from retrieval.sim.layout import (
+    BENCHMARK_LEVELS,
+    distractor_table,
+    images_per_distractor_object,
+    instance_split,
+)
 from retrieval.sim.objects import INSTANCE_STRIDE, global_instance_id, split_instance_id
 
 DISTRACTOR_LABEL = -1
@@ -158,7 +163,14 @@ class BenchmarkSet:
             "distractors": self.distractors,
             "manifest_distractors": self.manifest_distractors,
             "virtual_distractors": self.virtual_distractors,
+            "distractor_objects": self.distractor_objects(),
         }
+
+    def distractor_objects(self) -> int:
+        """Distinct objects (category, instance) the distractors show."""
+        first = len(self.database) - self.distractors
+        pairs = self.database.category[first:] * INSTANCE_STRIDE + self.database.instance[first:]
+        return len(np.unique(pairs))
 
 
 def _level_counts(levels: np.ndarray) -> dict[int, int]:
@@ -172,12 +184,14 @@ def manifest_file(location: str | Path) -> Path:
     return path / MANIFEST_NAME if path.is_dir() else path
 
 
-def load_benchmark_set(location: str | Path, distractors: int | None = None) -> BenchmarkSet:
+def load_benchmark_set(location: str | Path, distractors: int | None = None,
+                       distractor_objects: int | None = None) -> BenchmarkSet:
     """The benchmark set of a manifest, with exactly `distractors` distractors when given.
 
     The manifest's own distractor rows come first; when more are asked for, virtual rows
-    (rendered on demand, no file) are added from the manifest's simulator settings. None keeps
-    the manifest's distractor rows as they are.
+    (rendered on demand, no file) are added from the manifest's simulator settings, 10 images
+    per distractor object, or spread over about `distractor_objects` objects (the published
+    layout: few objects, many images each). None keeps the manifest's distractor rows as they are.
     """
     path = manifest_file(location)
     try:
@@ -186,6 +200,8 @@ def load_benchmark_set(location: str | Path, distractors: int | None = None) -> 
         raise ProtocolError(str(error)) from error
     if distractors is not None and distractors < 0:
         raise ProtocolError(f"{path}: distractors must be >= 0, got {distractors}")
+    if distractor_objects is not None and distractor_objects < 1:
+        raise ProtocolError(f"{path}: distractor objects must be >= 1, got {distractor_objects}")
     sim = sim_config_of(table)
     root = path.parent.resolve()
     query_table = _role(table, "query")
@@ -199,7 +215,8 @@ def load_benchmark_set(location: str | Path, distractors: int | None = None) -> 
     stored = _rows(_role(table, "distractor"), root, sim, path)
     wanted = len(stored) if distractors is None else distractors
     kept = _take(stored, min(wanted, len(stored)))
-    extra = _virtual_distractors(path, table, stored, wanted - len(kept), sim, root)
+    per_object = images_per_distractor_object(wanted, distractor_objects)
+    extra = _virtual_distractors(path, table, stored, wanted - len(kept), sim, root, per_object)
     database_rows = _rows(database_table, root, sim, path)
     database = database_rows.concat(kept).concat(extra)
     database_levels = np.concatenate([
@@ -282,7 +299,7 @@ def _check_protocol(path: Path, queries: pa.Table, database: pa.Table, synthetic
 
 
 def _virtual_distractors(path: Path, table: pa.Table, stored: Rows, count: int,
-                         sim: SimConfig | None, root: Path) -> Rows:
+                         sim: SimConfig | None, root: Path, images_per_object: int) -> Rows:
     """`count` virtual distractor rows that repeat none of the manifest's distractors.
 
     They come from the simulator's distractor table with the manifest's seed, so a data set
@@ -298,7 +315,8 @@ def _virtual_distractors(path: Path, table: pa.Table, stored: Rows, count: int,
             "settings to render virtual ones"
         )
     categories = int(pc.max(table["category"]).as_py()) + 1
-    candidates = distractor_table(len(stored) + count, categories, sim.seed, sim.exposures)
+    candidates = distractor_table(len(stored) + count, categories, sim.seed, sim.exposures,
+                                  images_per_object)
     existing = set(zip(*(getattr(stored, name).tolist() for name in _KEY_COLUMNS)))
     keys = zip(*(candidates[name].tolist() for name in _KEY_COLUMNS))
     fresh = np.array([key not in existing for key in keys], dtype=bool)

@@ -47,6 +47,23 @@ def test_embedding_input_concatenates_only_present_hidden_layers():
     assert tiny_net(blur_head=False, loc_head=False).project.in_features == channels
 
 
+@pytest.mark.parametrize("head", ["global", "crop"])
+def test_detached_blur_features_give_the_same_vectors_but_no_retrieval_gradient(head):
+    net = tiny_net(head=head).train()
+    batch = images()
+    plain = net(batch)
+    detached = net(batch, detach_blur=True)
+    torch.testing.assert_close(detached.embedding, plain.embedding)
+    detached.embedding.sum().backward()
+    blur_weights = net.blur_branch.hidden[0].weight
+    assert blur_weights.grad is None or not bool(blur_weights.grad.any())
+    assert net.project.weight.grad is not None and bool(net.project.weight.grad.any())
+    net.zero_grad()
+    plain = net(batch)
+    plain.embedding.sum().backward()
+    assert bool(blur_weights.grad.any())  # without detaching, the embedding shapes the branch
+
+
 def test_standard_network_has_no_blur_or_box_predictions():
     net = tiny_net(blur_head=False, loc_head=False)
     with torch.no_grad():

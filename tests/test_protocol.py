@@ -130,6 +130,26 @@ def test_distractors_are_cut_or_topped_up_with_virtual_rows(mini):
     assert (topped.database_labels[-10:] == DISTRACTOR_LABEL).all()
 
 
+def test_distractor_objects_spread_the_distractors_over_fewer_objects(mini):
+    published = load_benchmark_set(mini, distractors=48, distractor_objects=3)
+    usual = load_benchmark_set(mini, distractors=48)
+    # 48 over about 3 objects: 16 images per object, one per trajectory (the manifest's own 4
+    # rows come first, as in every layout).
+    virtual = [published.database[i] for i in range(len(published.database) - 44,
+                                                    len(published.database))]
+    objects = {(row.category, row.instance) for row in virtual}
+    for category, instance in objects:
+        trajectories = [row.trajectory for row in virtual
+                        if (row.category, row.instance) == (category, instance)]
+        assert len(trajectories) == len(set(trajectories))
+        assert max(trajectories) < 16
+    assert published.distractor_objects() < usual.distractor_objects()
+    assert published.summary()["distractor_objects"] == published.distractor_objects()
+    assert max(row.trajectory for row in virtual) >= 10  # beyond the default 10 per object
+    with pytest.raises(ProtocolError, match="distractor objects must be >= 1"):
+        load_benchmark_set(mini, distractors=48, distractor_objects=0)
+
+
 def test_queries_without_positive_are_counted(mini, tmp_path):
     def drop_database_of_second_instance(columns):
         keep = [not (r == "database" and i == TEST_INSTANCES[1])

@@ -34,6 +34,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from indexer.serve.app import SETTINGS_ENV, app_from_environment, create_app  # noqa: E402
+from indexer.serve.connections import HeadDeadlineProtocol, uvicorn_settings  # noqa: E402
+from indexer.serve.hosts import host_rules  # noqa: E402
 
 IMAGES = 8
 
@@ -89,9 +91,15 @@ def searcher(tiny):
     return load_searcher(tiny / "idx", "cpu")
 
 
+def _client(searcher, **options) -> TestClient:
+    """A client of an app listening on serve's default address, the Host its requests name."""
+    return TestClient(create_app(searcher, host_rules("127.0.0.1", 8000)), base_url="http://127.0.0.1:8000",
+                      **options)
+
+
 @pytest.fixture(scope="module")
 def client(searcher):
-    with TestClient(create_app(searcher)) as test_client:
+    with _client(searcher) as test_client:
         yield test_client
 
 
@@ -216,8 +224,8 @@ def _raw_get(app, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
     raw = path.encode()
     scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": unquote(path), "raw_path": raw, "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 1),
-             "server": ("testserver", 80)}
+             "headers": [(b"host", b"127.0.0.1:8000")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 8000)}
     sent: list[dict] = []
 
     async def receive() -> dict:
@@ -266,10 +274,31 @@ def test_the_page_is_self_contained_and_accessible(client):
     assert "picture.alt = description" in page  # hit thumbnails get alt text too
 
 
-def test_openapi_docs_list_the_endpoints(client):
-    assert client.get("/docs").status_code == 200
+def test_the_openapi_schema_lists_the_endpoints_and_no_page_loads_another_origin(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/health", "/images/{image_id}"} <= set(paths)
+    for page in ("/docs", "/redoc"):  # FastAPI's load Swagger UI and ReDoc from a CDN
+        assert client.get(page).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/images/0", "/openapi.json"])
+@pytest.mark.parametrize("host", ["attacker.example:8000", "attacker.example", "127.0.0.1:9999", "",
+                                  "localhost:80"])
+def test_a_request_for_another_host_is_refused(client, path, host):
+    answer = client.get(path, headers={"Host": host})
+    assert answer.status_code == 400 and "not an address of this server" in answer.json()["error"]
+    assert not answer.headers["content-type"].startswith("image/")
+
+
+def test_a_search_for_another_host_is_refused_before_its_upload_is_read(client):
+    answer = client.post("/search", headers={"Host": "attacker.example:8000"},
+                         files=[("files", ("a.png", b"x" * (MAX_REQUEST_BYTES + 1), "image/png"))])
+    assert answer.status_code == 400, "the Host is checked first, not the body's size"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "LOCALHOST:8000", "[::1]:8000"])
+def test_the_loopback_names_on_the_listening_port_are_answered(client, host):
+    assert client.get("/health", headers={"Host": host}).status_code == 200
 
 
 @pytest.fixture
@@ -287,7 +316,7 @@ def _add_image(index_dir, picture_path, embedder) -> None:
 
 def test_searches_while_another_writer_adds_see_one_generation_then_the_next(tiny, copied, tmp_path):
     searcher = load_searcher(copied, "cpu")
-    client = TestClient(create_app(searcher))
+    client = _client(searcher)
     new = tmp_path / "new.png"
     _picture(123).save(new)
     old_ids = set(_ids_by_name(tiny).values())
@@ -307,7 +336,7 @@ def test_searches_while_another_writer_adds_see_one_generation_then_the_next(tin
 
 def test_the_old_generation_answers_until_the_new_one_is_loaded(tiny, copied, tmp_path, monkeypatch):
     searcher = load_searcher(copied, "cpu")
-    client = TestClient(create_app(searcher))
+    client = _client(searcher)
     _picture(7).save(tmp_path / "new.png")
     _add_image(copied, tmp_path / "new.png", searcher.embedder)
     loading, release = threading.Event(), threading.Event()
@@ -332,13 +361,13 @@ def test_an_emptied_index_answers_with_no_hits_but_still_the_predictions(copied)
     writer = open_index(copied, mmap=False, device="cpu")
     writer.remove(ids=[row["id"] for row in writer.metadata.to_pylist()])
     writer.save()
-    client = TestClient(create_app(load_searcher(copied, "cpu")))
+    client = _client(load_searcher(copied, "cpu"))
     result = _upload(("a.png", _png(_picture(1))), client=client).json()["results"][0]
     assert result["hits"] == [] and 1 <= result["blur_level"] <= 10
 
 
 def test_an_unexpected_failure_is_a_json_500_and_the_server_goes_on(searcher, monkeypatch):
-    client = TestClient(create_app(searcher), raise_server_exceptions=False)
+    client = _client(searcher, raise_server_exceptions=False)
     monkeypatch.setattr(searcher, "health", lambda: 1 / 0)
     broken = client.get("/health")
     assert broken.status_code == 500 and broken.json() == {"error": "internal error (ZeroDivisionError)"}
@@ -352,8 +381,22 @@ def test_serve_prints_where_it_listens_and_runs_uvicorn(tiny, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "listening on http://127.0.0.1:8123/" in result.output and f"{IMAGES + 2} images" in result.output
     app, options = calls[0]
-    assert options == {"host": "127.0.0.1", "port": 8123}
-    assert TestClient(app).get("/health").status_code == 200
+    assert options == {"host": "127.0.0.1", "port": 8123, **uvicorn_settings()}
+    assert options["http"] is HeadDeadlineProtocol and options["timeout_keep_alive"] == 5
+    assert TestClient(app, base_url="http://localhost:8123").get("/health").status_code == 200
+    assert TestClient(app).get("/health").status_code == 400, "Host: testserver"
+
+
+def test_serve_answers_the_hosts_allowed_for_a_proxy(tiny, monkeypatch):
+    calls = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append((app, options)))
+    result = CliRunner().invoke(main, ["serve", str(tiny / "idx"), "--host", "0.0.0.0", "--device", "cpu",
+                                       "--allowed-host", "search.example", "--allowed-host", "10.0.0.5:8080"])
+    assert result.exit_code == 0, result.output
+    client = TestClient(calls[0][0])
+    for host, status in [("search.example", 200), ("search.example:443", 200), ("0.0.0.0:8000", 200),
+                         ("10.0.0.5:8080", 200), ("10.0.0.5:8000", 400), ("other.example", 400)]:
+        assert client.get("/health", headers={"Host": host}).status_code == status, host
 
 
 @pytest.fixture()
@@ -372,13 +415,16 @@ def test_serve_with_workers_hands_each_worker_its_settings(tiny, monkeypatch, ca
     calls = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append((app, options)))
     monkeypatch.setenv(SETTINGS_ENV, "")  # restored after the test: the command sets it
-    result = CliRunner().invoke(main, ["-v", "serve", str(tiny / "idx"), "--workers", "2", "--device", "cpu"])
+    result = CliRunner().invoke(main, ["-v", "serve", str(tiny / "idx"), "--workers", "2", "--device", "cpu",
+                                       "--allowed-host", "search.example"])
     assert result.exit_code == 0, result.output
     app, options = calls[0]
     assert app == "indexer.serve.app:app_from_environment" and options["workers"] == 2
-    assert options["factory"] is True
+    assert options["factory"] is True and options["http"] is HeadDeadlineProtocol
     assert json.loads(os.environ[SETTINGS_ENV])["log_level"] == logging.DEBUG
-    assert TestClient(app_from_environment()).get("/health").json()["index"]["count"] == IMAGES + 2
+    worker = TestClient(app_from_environment(), base_url="http://search.example")
+    assert worker.get("/health").json()["index"]["count"] == IMAGES + 2
+    assert worker.get("/health", headers={"Host": "attacker.example:8000"}).status_code == 400
     logging.getLogger("indexer.serve.live").debug("worker message")
     assert "DEBUG: worker message" in capsys.readouterr().err, "the worker logs as its parent does"
 

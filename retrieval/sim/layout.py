@@ -103,19 +103,33 @@ def select_database_exposure(levels: list[int], trajectory: int) -> int:
     return min(range(len(levels)), key=lambda e: (abs(levels[e] - target), e))
 
 
-def distractor_table(count: int, categories: int, seed: int, exposures: int) -> dict[str, np.ndarray]:
+def distractor_table(count: int, categories: int, seed: int, exposures: int,
+                     images_per_object: int = DISTRACTOR_TRAJECTORIES) -> dict[str, np.ndarray]:
     """Columns of `count` distractor rows, vectorised so a million rows cost seconds.
 
     Row k belongs to category k % categories; within it, consecutive rows walk the
-    trajectories of one distractor instance. The exposure is a hash of (seed, k),
-    which mixes blur levels without rendering anything.
+    trajectories of one distractor instance, one image per trajectory, `images_per_object`
+    of them (10 by default; the published million came from 1,562 objects, 64 images each).
+    The exposure is a hash of (seed, k), which mixes blur levels without rendering anything.
     """
+    if images_per_object < 1:
+        raise ValueError(f"images_per_object must be >= 1, got {images_per_object}")
     k = np.arange(count, dtype=np.int64)
     category = k % categories
     within = k // categories
-    instance = DISTRACTOR_BASE + within // DISTRACTOR_TRAJECTORIES
-    trajectory = within % DISTRACTOR_TRAJECTORIES
+    instance = DISTRACTOR_BASE + within // images_per_object
+    trajectory = within % images_per_object
     mixed = (k * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF
     mixed = ((mixed ^ (mixed >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
     exposure = (mixed ^ (mixed >> 12)) % exposures
     return {"category": category, "instance": instance, "trajectory": trajectory, "exposure": exposure}
+
+
+def images_per_distractor_object(count: int, objects: int | None) -> int:
+    """Images per distractor object so that `count` distractors come from about `objects`
+    objects (None: the default layout, 10 each)."""
+    if objects is None:
+        return DISTRACTOR_TRAJECTORIES
+    if objects < 1:
+        raise ValueError(f"distractor objects must be >= 1, got {objects}")
+    return max(1, -(-count // objects))

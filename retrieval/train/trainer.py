@@ -120,6 +120,7 @@ class TrainSettings:
     train_instances: int | None = None  # local indices scanned per category (train slots only)
     train_trajectories: int | None = None  # trajectories per training instance
     val_distractors: int = 0  # virtual distractors in the validation database
+    detach_blur: bool = False  # the blur branch learns from L_be only (BlurAwareNet.forward)
     cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
     cls_scale: float = 30.0  # logit scale of the classification head (published)
@@ -450,7 +451,8 @@ class Trainer:
             fraction = self.settings.predicted_crop_fraction * min(1.0, self.step / total)
             crop_boxes = training_crop_boxes(targets["box"], fraction, self.crop_rng)
         with training_autocast(self.device, self.precision):
-            output = self.model(images, crop_boxes=crop_boxes)
+            output = self.model(images, crop_boxes=crop_boxes,
+                                detach_blur=self.settings.detach_blur)
         logits = self.head(output.embedding, targets["instance"]) if self.head else None
         memory = self.memory.contents(self.step) if self.memory is not None else None
         loss, parts = total_loss(output, logits, targets, self.loss_config,
@@ -522,7 +524,7 @@ class Trainer:
                 "hard_negatives": settings.hard_negatives, "pretrained": settings.pretrained,
                 "instances_per_category": settings.instances_per_category,
                 "memory_size": settings.memory_size, "memory_start": settings.memory_start,
-                "val_distractors": settings.val_distractors,
+                "val_distractors": settings.val_distractors, "detach_blur": settings.detach_blur,
                 "cls_margin": settings.cls_margin, "cls_weight": settings.cls_weight,
                 "cls_scale": settings.cls_scale, "head": self.head_kind,
                 "predicted_crop_fraction": settings.predicted_crop_fraction,

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Training recipes side by side at equal budget: every recipe gets the shipped `blur-aware`
+# settings (scripts/train_shipped.sh) and the same steps, and is validated among 10,000 virtual
+# distractors (the regime the benchmark's 100,000 stresses). Their per-step costs are the same
+# to within a few per cent (the steps' images/s are in each train_log.jsonl), so equal steps are
+# equal time; `scripts/recipe_table.py RUNS` prints the comparison.
+#
+#   bash scripts/compare_recipes.sh                              # 2 x 500 steps each, CPU
+#   EPOCHS=4 STEPS=500 RECIPES="base wide-lookalike" bash scripts/compare_recipes.sh
+#
+# Resumable: a rerun continues unfinished runs and skips finished ones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin/blur-retrieval}
+PYTHON=${PYTHON:-.venv/bin/python}
+DATA=${DATA:-data/small}
+RUNS=${RUNS:-runs/recipes}
+EPOCHS=${EPOCHS:-2}
+STEPS=${STEPS:-500}
+DEVICE=${DEVICE:-cpu}
+VAL_DISTRACTORS=${VAL_DISTRACTORS:-10000}
+RECIPES=${RECIPES:-base lookalike wide wide-lookalike wide-lookalike-memory}
+
+WIDE="--train-instances 200 --train-trajectories 3"  # 140 train instances per category
+declare -A ARGS=(
+  [base]=""
+  [lookalike]="--lookalikes 4"
+  [memory]="--memory 4096"
+  [wide]="$WIDE"
+  [wide-lookalike]="$WIDE --lookalikes 4"
+  [wide-lookalike-memory]="$WIDE --lookalikes 4 --memory 4096"
+  [wider-lookalike]="--train-instances 400 --train-trajectories 2 --lookalikes 4"
+)
+COMMON=(--method blur-aware --batch 32,4 --lr 2e-3 --schedule cosine --cls-weight 1
+        --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
+        --precision bf16 --workers 0 --device "$DEVICE" --val-distractors "$VAL_DISTRACTORS"
+        --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --checkpoint-every 250 -q)
+
+mkdir -p "$RUNS"
+[ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
+for name in $RECIPES; do
+  [ -v "ARGS[$name]" ] || { echo "unknown recipe $name" >&2; exit 2; }
+  out=$RUNS/$name
+  if grep -qs '"epoch": '"$EPOCHS"',' "$out/train_log.jsonl" && [ -f "$out/config.json" ]; then
+    continue  # finished
+  fi
+  resume=()
+  [ -f "$out/train_state.pt" ] && resume=(--resume)
+  started=$SECONDS
+  # shellcheck disable=SC2086
+  /usr/bin/time -v $BIN train "$DATA" --out "$out" ${ARGS[$name]} "${COMMON[@]}" "${resume[@]}" \
+    >> "$RUNS/$name.out" 2>&1
+  echo "$(date -u +%FT%TZ) $name ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
+done
+$PYTHON scripts/recipe_table.py "$RUNS" $RECIPES
