@@ -1,7 +1,10 @@
-"""The FastAPI application: the page at /, POST /search, GET /health, GET /images/{id}.
+"""The FastAPI application: the page at /, POST /search, GET /health, GET /images/{id}, and the
+OpenAPI schema at /openapi.json.
 
 Every error answers JSON `{"error": "..."}` with a 4xx status, so scripts and the page can show
-the reason; a bad request never stops the server.
+the reason; a bad request never stops the server. Requests for another Host are refused (see
+`hosts`). There is no /docs page: FastAPI's loads Swagger UI from a CDN, and nothing this
+server sends may load anything from another origin.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from indexer.serve.limits import MAX_REQUEST_BYTES, BodySizeLimit
+from indexer.serve.hosts import HostCheck, HostRules, host_rules
+from indexer.serve.limits import MAX_REQUEST_BYTES, BodyLimits
 from indexer.serve.search import (
     MAX_FILES,
     MAX_K,
@@ -36,11 +40,14 @@ PAGE_POLICY = ("default-src 'none'; img-src 'self' blob: data:; style-src 'unsaf
 _ERROR = {"content": {"application/json": {"example": {"error": "what was wrong"}}}}
 
 
-def create_app(searcher: Searcher) -> FastAPI:
-    """An app that answers from `searcher`; build it once per process."""
+def create_app(searcher: Searcher, hosts: HostRules) -> FastAPI:
+    """An app that answers from `searcher` the requests whose Host `hosts` allows; build it once
+    per process."""
     app = FastAPI(title="blur-retrieval", version=__version__, redirect_slashes=False,
+                  docs_url=None, redoc_url=None,
                   description="Find images of moving objects from motion-blurred query photos.")
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)
+    app.add_middleware(BodyLimits, max_bytes=MAX_REQUEST_BYTES)
+    app.add_middleware(HostCheck, rules=hosts)  # the outermost: checked before a body is read
     _add_error_handlers(app)
     page = resources.files("indexer.serve").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -84,7 +91,8 @@ def app_from_environment() -> FastAPI:
     settings = json.loads(os.environ[SETTINGS_ENV])
     if "log_level" in settings:
         log_to_stderr(settings["log_level"], ("retrieval", "indexer"))
-    return create_app(load_searcher(settings["index_dir"], settings["device"]))
+    hosts = host_rules(settings["host"], settings["port"], settings["allowed_hosts"])
+    return create_app(load_searcher(settings["index_dir"], settings["device"]), hosts)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -29,14 +29,22 @@ EXTRA_HINT = "install the serve extra: pip install -e '.[serve]'"
               help="Where to embed queries and search.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Server processes; each loads the model, all share the memory-mapped index.")
-def serve_command(index_dir: Path, host: str, port: int, device: str, workers: int) -> None:
-    """Answer searches of INDEX_DIR over HTTP: a web page at /, a JSON API (docs at /docs)."""
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME[:PORT]",
+              help="Also answer requests with this Host header, e.g. the name a proxy in front "
+                   "forwards (without a port: on any port); repeatable. A request for a Host "
+                   "other than these, the loopback names and --host gets 400.")
+def serve_command(index_dir: Path, host: str, port: int, device: str, workers: int,
+                  allowed_hosts: tuple[str, ...]) -> None:
+    """Answer searches of INDEX_DIR over HTTP: a web page at /, a JSON API (schema at
+    /openapi.json)."""
     missing = _missing_extra()
     if missing is not None:
         raise click.UsageError(f"{EXTRA_HINT} ({missing} is not installed)")
     import uvicorn
 
     from indexer.serve.app import SETTINGS_ENV, create_app
+    from indexer.serve.connections import uvicorn_settings
+    from indexer.serve.hosts import host_rules
     from indexer.serve.search import load_searcher
 
     try:
@@ -46,15 +54,18 @@ def serve_command(index_dir: Path, host: str, port: int, device: str, workers: i
     health = searcher.health()
     click.echo(f"serving {health['index']['count']} images of {index_dir} with model "
                f"{health['model']['name']} on {health['device']['model']}; listening on "
-               f"http://{host}:{port}/ (API docs at /docs)")
+               f"http://{host}:{port}/ (API schema at /openapi.json)")
     if workers == 1:
-        uvicorn.run(create_app(searcher), host=host, port=port)
+        uvicorn.run(create_app(searcher, host_rules(host, port, allowed_hosts)), host=host,
+                    port=port, **uvicorn_settings())
         return
     del searcher  # each worker process loads its own copy
-    os.environ[SETTINGS_ENV] = json.dumps({"index_dir": str(index_dir.resolve()), "device": device,
-                                           "log_level": logging.getLogger("indexer").getEffectiveLevel()})
+    os.environ[SETTINGS_ENV] = json.dumps({
+        "index_dir": str(index_dir.resolve()), "device": device, "host": host, "port": port,
+        "allowed_hosts": list(allowed_hosts),
+        "log_level": logging.getLogger("indexer").getEffectiveLevel()})
     uvicorn.run("indexer.serve.app:app_from_environment", factory=True, host=host, port=port,
-                workers=workers)
+                workers=workers, **uvicorn_settings())
 
 
 def _missing_extra() -> str | None:
