@@ -33,7 +33,7 @@ def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 def _check_schedule(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from retrieval.train.trainer import SCHEDULES
+    from retrieval.train.settings import SCHEDULES
 
     return _one_of(value, list(SCHEDULES), "schedule")
 

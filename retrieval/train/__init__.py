@@ -10,8 +10,9 @@ Command line: `blur-retrieval train DATA_DIR --out CKPT_DIR` (see `retrieval.tra
 
 from retrieval.train.data import PKSampler, TrainingSet, file_sha256, select_training_rows
 from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, TrainError
+from retrieval.train.settings import SCHEDULES, TrainOutcome, TrainSettings
 from retrieval.train.state import LOG_FILENAME, STATE_FILENAME, TrainLog, load_train_state
-from retrieval.train.trainer import SCHEDULES, Trainer, TrainOutcome, TrainSettings, train
+from retrieval.train.trainer import Trainer, train
 from retrieval.train.validation import ValidationSet, build_validation_set, evaluate
 
 __all__ = [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,6 @@ from retrieval.embed import (
 )
 from retrieval.manifest import ManifestError, manifest_items
 from retrieval.model import (
-    DEFAULT_BACKBONE,
-    DEFAULT_CROP_SIZE,
     BackboneWeightsError,
     BlurAwareNet,
     LossConfig,
@@ -59,6 +57,7 @@ from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, T
 from retrieval.train.interrupts import StopRequests
 from retrieval.train.lookalike import LookalikeSampler
 from retrieval.train.memory import CrossBatchMemory
+from retrieval.train.settings import FREE_ON_RESUME, SCHEDULES, TrainOutcome, TrainSettings
 from retrieval.train.state import (
     LOG_FILENAME,
     STATE_FILENAME,
@@ -77,73 +76,7 @@ from retrieval.train.val_distractors import validation_distractor_pixels
 from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
 
 LOG = logging.getLogger(__name__)
-
-SCHEDULES = ("constant", "cosine")
 METRIC = f"map@{TOP_K}"
-# Settings that may change between a run and its resumption: they do not change what is trained
-# (device and precision change only the rounding, so a run can move to another machine).
-_FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "precision", "resume",
-                   "stop_at_step", "progress", "checkpoint_every", "log_every", "val_batch_size"}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything a run depends on; see `blur-retrieval train --help` for each option."""
-
-    data_dir: Path
-    out_dir: Path
-    method: str = "blur-aware"
-    losses: frozenset[str] | None = None  # None: the method's own losses
-    backbone: str = DEFAULT_BACKBONE
-    head: str | None = None  # None: "crop" when the method has a localisation head, else "global"
-    crop_size: int = DEFAULT_CROP_SIZE
-    predicted_crop_fraction: float = 0.5  # share of crops from predicted boxes by the last step
-    pretrained: bool = False
-    backbone_weights: Path | None = None
-    image_size: tuple[int, int] = (96, 128)
-    embedding_dim: int = 128
-    epochs: int = 30
-    instances_per_batch: int = 16  # P
-    images_per_instance: int = 4  # K
-    lr: float = 1e-4
-    schedule: str = "constant"
-    steps_per_epoch: int | None = None  # None: one pass over the training images
-    checkpoint_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    workers: int | None = None  # None: default_workers()
-    hard_negatives: bool = False
-    # P instances come as P/Q categories x Q instances each (look-alike batches); 1: at random
-    instances_per_category: int = 1
-    memory_size: int = 0  # cross-batch memory of this many embeddings as extra negatives; 0: none
-    memory_start: float = 0.1  # share of the run after which the memory is read
-    train_instances: int | None = None  # local indices scanned per category (train slots only)
-    train_trajectories: int | None = None  # trajectories per training instance
-    val_distractors: int = 0  # virtual distractors in the validation database
-    detach_blur: bool = False  # the blur branch learns from L_be only (BlurAwareNet.forward)
-    cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
-    cls_weight: float = 0.1  # weight of the classification loss in the total (published)
-    cls_scale: float = 30.0  # logit scale of the classification head (published)
-    con_margin: float = 0.7  # distance beyond which negatives stop costing (published)
-    max_val_queries: int | None = 2000
-    val_batch_size: int = 64
-    device: str = "cpu"
-    precision: str = "auto"  # of the training forward pass: auto | fp32 | bf16 (training_precision)
-    resume: bool = False
-    stop_at_step: int | None = None  # pause after this global step (state saved)
-    progress: bool = True
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    status: str  # "finished", "paused" (stop_at_step reached) or "interrupted" (signal)
-    step: int
-    epochs_done: int
-    best_metric: float | None  # best validation mAP@100 so far
-    checkpoint: Path | None  # the inference checkpoint folder, once one was written
-    skipped_images: int
-    signal: str | None = None
-
 
 class _LearningRateFactor:
     """Multiplier of the base learning rate at a step (a class, so the schedule is stateless)."""
@@ -296,7 +229,7 @@ class Trainer:
         """The settings that decide the weights, as plain values (stored in the state)."""
         identity = {
             key: value for key, value in asdict(self.settings).items()
-            if key not in _FREE_ON_RESUME
+            if key not in FREE_ON_RESUME
         }
         identity["losses"] = sorted(self.spec.losses)
         identity["head"] = self.head_kind
