@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import tiny_train_settings
 
 from retrieval.embed import EmbedResult
 from retrieval.manifest import manifest_items
@@ -48,13 +49,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def settings(data_dir: Path, out_dir: Path, **overrides) -> TrainSettings:
-    tiny = dict(
-        data_dir=data_dir, out_dir=out_dir, backbone="test_byobnet", image_size=(32, 48),
-        embedding_dim=16, epochs=2, instances_per_batch=4, images_per_instance=2,
-        steps_per_epoch=3, lr=1e-3, workers=0, log_every=1, checkpoint_every=100,
-        progress=False, hard_negatives=True,
-    )
-    return TrainSettings(**{**tiny, **overrides})
+    return tiny_train_settings(data_dir, out_dir, **{"hard_negatives": True, **overrides})
 
 
 # ----- look-alike batches --------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 import torch
 from click.testing import CliRunner
+from fakes import tiny_train_settings
 
 from retrieval.embed import EmbedResult
 from retrieval.fileio import write_parquet_atomic
@@ -50,14 +51,7 @@ def data_dir(tmp_path_factory) -> Path:
     return root
 
 
-def settings(data_dir: Path, out_dir: Path, **overrides) -> TrainSettings:
-    tiny = dict(
-        data_dir=data_dir, out_dir=out_dir, backbone="test_byobnet", image_size=(32, 48),
-        embedding_dim=16, epochs=2, instances_per_batch=4, images_per_instance=2,
-        steps_per_epoch=3, lr=1e-3, workers=0, log_every=1, checkpoint_every=100,
-        progress=False,
-    )
-    return TrainSettings(**{**tiny, **overrides})
+settings = tiny_train_settings
 
 
 # ----- sampler ------------------------------------------------------------------------------
