@@ -1,0 +1,95 @@
+"""What the blur branch's features do to retrieval: validation mAP@100 of a blur-aware model as
+it is, and with the blur branch's hidden layer (what it feeds the embedding) replaced by its mean
+over the validation images, so the embedding gets no per-image blur information.
+
+    python scripts/diagnose_blur_features.py CHECKPOINT [--data data/small] [--queries 1000]
+        [--distractors 10000]
+
+If the embedding is better without that information, the blur features hurt the descriptor
+directly; if it is worse, the model relies on them. Distractors are the training-time validation
+distractors (`train --val-distractors`, cached in DATA/val_distractors; rendered if missing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from retrieval.embed import Embedder
+from retrieval.manifest import manifest_items
+from retrieval.model import load_checkpoint
+from retrieval.train.stream import synth_settings
+from retrieval.train.val_distractors import validation_distractor_pixels
+from retrieval.train.validation import build_validation_set, evaluate
+
+
+class _MeanHidden:
+    """Forward hook on the blur branch: records its hidden layer, or replaces it by a constant."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.count = 0
+        self.constant: torch.Tensor | None = None
+
+    def __call__(self, module, inputs, output):
+        hidden, prediction = output
+        if self.constant is not None:
+            return self.constant.to(hidden.dtype).expand_as(hidden), prediction
+        summed = hidden.detach().float().sum(dim=0)
+        self.total = summed if self.total is None else self.total + summed
+        self.count += hidden.shape[0]
+        return output
+
+    def freeze(self) -> None:
+        self.constant = (self.total / self.count)[None]
+
+
+@click.command()
+@click.argument("checkpoint")
+@click.option("--data", "data_dir", default="data/small", show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--queries", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--distractors", default=10000, show_default=True, type=click.IntRange(min=0))
+def main(checkpoint: str, data_dir: Path, queries: int, distractors: int) -> None:
+    model, config = load_checkpoint(checkpoint)
+    if model.blur_branch is None:
+        raise click.UsageError(f"{checkpoint}: the model has no blur branch")
+    manifest = data_dir / "manifest.parquet"
+    items, table = manifest_items(manifest)
+    validation = build_validation_set(items, table, manifest, queries)
+    size = tuple(config["image_size"])
+    if distractors:
+        preset, sim = synth_settings(manifest)
+        pixels = validation_distractor_pixels(data_dir, distractors, preset.categories, sim, size)
+        validation = dataclasses.replace(validation, distractors=pixels)
+    embedder = Embedder.from_model(model, {"image_size": list(size)})
+    hook = _MeanHidden()
+    handle = model.blur_branch.register_forward_hook(hook)
+    try:
+        as_is = evaluate(embedder, validation)
+        hook.freeze()
+        constant = evaluate(embedder, validation)
+    finally:
+        handle.remove()
+    for name, metrics in (("as trained", as_is), ("blur features held at their mean", constant)):
+        clean = metrics.get("without_distractors", metrics)
+        line = (f"{name}: mAP@100 {100 * clean['map@100']:.2f} (BL6 "
+                f"{100 * clean['per_level']['6']:.2f})")
+        if "distractors" in metrics:
+            line += (f"; among {metrics['distractors']:,} distractors {100 * metrics['map@100']:.2f}"
+                     f" (BL6 {100 * metrics['per_level']['6']:.2f})")
+        click.echo(line)
+    spread = np.linalg.norm(model.project.weight.detach().float().numpy(), axis=0)
+    descriptor = model.descriptor[1].out_features
+    half = model.blur_branch.hidden[0].out_features
+    click.echo(f"projection weight norm per input: descriptor {spread[:descriptor].mean():.4f}, "
+               f"blur hidden {spread[descriptor:descriptor + half].mean():.4f}, location hidden "
+               f"{spread[descriptor + half:].mean():.4f}")
+
+
+if __name__ == "__main__":
+    main()
