@@ -7,6 +7,7 @@
 #
 #   bash scripts/compare_recipes.sh                              # 2 x 500 steps each, CPU
 #   EPOCHS=4 STEPS=500 RECIPES="base wide-lookalike" bash scripts/compare_recipes.sh
+#   RECIPES="base detach-blur no-be" bash scripts/compare_recipes.sh   # the blur branch
 #
 # Resumable: a rerun continues unfinished runs and skips finished ones.
 set -euo pipefail
@@ -26,6 +27,8 @@ declare -A ARGS=(
   [base]=""
   [lookalike]="--lookalikes 4"
   [memory]="--memory 4096"
+  [detach-blur]="--detach-blur"
+  [no-be]="--losses con,cls,loc"
   [wide]="$WIDE"
   [wide-lookalike]="$WIDE --lookalikes 4"
   [wide-lookalike-memory]="$WIDE --lookalikes 4 --memory 4096"
