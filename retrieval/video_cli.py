@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from retrieval.cli_options import writable_folder
 from retrieval.video.clip import ClipSettings
 from retrieval.video.light import CURVES
 
@@ -15,6 +16,7 @@ EXIT_SKIPPED = 1  # some videos were left out; the rest were written
 @click.command("video-set")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              callback=writable_folder,
               help="Folder for the images, manifest.parquet and video_set.json.")
 @click.option("--max-frames", type=click.IntRange(1, 128), default=ClipSettings.max_frames,
               show_default=True,
@@ -50,10 +52,7 @@ def video_set_command(videos, out_dir, max_frames, segments, long_side, threshol
         require_pyav()
     except VideoError as exc:
         raise click.UsageError(str(exc)) from exc
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.BadParameter(f"{out_dir}: cannot be created ({exc})", param_hint="--out") from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
     settings = ClipSettings(max_frames=max_frames, segments=segments, long_side=long_side,
                             threshold=threshold, curve=curve)
     result = build_video_set(list(videos), out_dir, settings, progress=not quiet)

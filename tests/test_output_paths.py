@@ -19,6 +19,7 @@ FOLDER_INSIDE_A_FILE = {
     "demo": ["demo", "--out", "FILE/x"],
     "bench map": ["bench", "map", "--out", "FILE/x"],
     "index build": ["index", "build", "DATA", "--out", "FILE/x"],
+    "video-set": ["video-set", "DATA/clip.mp4", "--out", "FILE/x"],
 }
 
 
