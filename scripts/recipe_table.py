@@ -3,8 +3,8 @@
     python scripts/recipe_table.py runs/recipes base lookalike wide
 
 One row per run: its last validation (among distractors when the run had them, and without),
-its best, the logged training rate and the wall time of its steps (the sum of the logged
-intervals: validation and set-up excluded, so a resumed run is counted once).
+its best, the median logged training rate and the minutes its steps take at that rate (steps x
+BATCH_IMAGES images; validation and set-up excluded, so a resumed run is counted once).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import statistics
 import sys
 from pathlib import Path
+
+BATCH_IMAGES = 128  # the 32 x 4 batch of scripts/compare_recipes.sh (the logs do not record it)
 
 
 def _records(run: Path) -> list[dict]:
@@ -40,7 +42,7 @@ def row(run: Path) -> str:
     best = max(v["map@100"] for v in validations)
     rate = statistics.median(r["images_per_s"] for r in train) if train else 0.0
     steps = last["step"]
-    images = steps * 128
+    images = steps * BATCH_IMAGES
     minutes = images / rate / 60 if rate else 0.0
     return (f"| {run.name} | {steps} | {_percent(last['map@100'])} "
             f"| {_percent(last['per_level'].get('6'))} | {_percent(best)} "

@@ -11,7 +11,7 @@ SCHEDULES = ("constant", "cosine")
 # Settings that may change between a run and its resumption: they do not change what is trained
 # (device and precision change only the rounding, so a run can move to another machine).
 FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "precision", "resume",
-                   "stop_at_step", "progress", "checkpoint_every", "log_every", "val_batch_size"}
+                  "stop_at_step", "progress", "checkpoint_every", "log_every", "val_batch_size"}
 
 
 @dataclass(frozen=True)

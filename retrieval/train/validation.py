@@ -113,20 +113,23 @@ def evaluate(embedder: Embedder, validation: ValidationSet, progress: bool = Fal
     database_labels = validation.database_instances[database_index]
     levels = validation.query_levels[query_index]
     queries, database = result.vectors[is_query], result.vectors[~is_query]
-
-    overall, per_level = score_ranking(rank_by_scores(queries @ database.T, TOP_K), query_labels,
-                                       database_labels, levels)
-    metrics: dict[str, Any] = {}
     failed = len(result.errors)
+    metrics: dict[str, Any] = {}
+    labels = database_labels
     if validation.distractors is not None and len(validation.distractors):
         extra = embedder.embed(list(validation.distractors), progress=progress)
         failed += len(extra.errors)
-        metrics["without_distractors"] = {f"map@{TOP_K}": overall["mean"], "per_level": per_level}
+        database = np.concatenate([database, extra.vectors])
         labels = np.concatenate([database_labels, np.full(len(extra.ok), -1, dtype=np.int64)])
-        scores = queries @ np.concatenate([database, extra.vectors]).T
-        overall, per_level = score_ranking(rank_by_scores(scores, TOP_K), query_labels, labels,
-                                           levels)
         metrics["distractors"] = len(extra.ok)
+
+    scores = queries @ database.T  # the val database's columns first, then the distractors'
+    overall, per_level = score_ranking(rank_by_scores(scores, TOP_K), query_labels, labels, levels)
+    if metrics:
+        clean, clean_levels = score_ranking(
+            rank_by_scores(scores[:, :len(database_labels)], TOP_K), query_labels,
+            database_labels, levels)
+        metrics["without_distractors"] = {f"map@{TOP_K}": clean["mean"], "per_level": clean_levels}
     return {
         f"map@{TOP_K}": overall["mean"],
         "per_level": per_level,
