@@ -25,6 +25,7 @@ from retrieval.manifest import ManifestRow
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import distractor_table
 from retrieval.sim.objects import DISTRACTOR_BASE
+from retrieval.train.errors import TrainDataError
 
 VALIDATION_DISTRACTOR_BASE = 6 * DISTRACTOR_BASE  # local index of the first val distractor
 CACHE_FOLDER = "val_distractors"  # inside the data set folder
@@ -68,7 +69,8 @@ def validation_distractor_pixels(folder: Path, count: int, categories: int, sim:
         for start in range(0, count, _RENDER_CHUNK):
             chunk, errors = prepare_pixels(rows[start:start + _RENDER_CHUNK], image_size)
             if errors:
-                raise RuntimeError(f"validation distractor failed to render: {errors[0][1]}")
+                raise TrainDataError(f"{path}: a validation distractor cannot be rendered: "
+                                     f"{errors[0][1]}")
             pixels[start:start + len(chunk)] = np.stack(chunk)
             bar.update(len(chunk))
     path.parent.mkdir(parents=True, exist_ok=True)
