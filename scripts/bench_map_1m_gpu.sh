@@ -12,7 +12,7 @@
 #
 # Set-up on a fresh GPU machine: `python3 -m venv .venv && .venv/bin/pip install -e .` (faiss
 # comes from the faiss-gpu wheel). On a CPU-only machine, use DEVICE=cpu WORKERS=0: 100,000
-# distractors took 61 min on 2 cores (README), so 1,000,000 would take about 7 hours there.
+# distractors took 61 min on 2 cores (docs/results.md), so 1,000,000 would take about 7 hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/blur-retrieval}

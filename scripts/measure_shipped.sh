@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The measurements the README quotes for the shipped checkpoints, rerun after they change
-# (scripts/train_shipped.sh), in the order one depends on the other, into benchmark/reports/.
+# The measurements docs/results.md quotes for the shipped checkpoints, rerun after they change
+# (scripts/train_shipped.sh), in the order one depends on the other, into docs/figures/.
 #
 #   bash scripts/measure_shipped.sh                      # every stage but the 100k table
 #   STAGES="test demo" bash scripts/measure_shipped.sh   # some of them
@@ -17,7 +17,7 @@ BIN=${BIN:-.venv/bin/blur-retrieval}
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-data/small}
 RUNS=${RUNS:-runs/measure}
-REPORTS=${REPORTS:-benchmark/reports}
+REPORTS=${REPORTS:-docs/figures}
 STAGES=${STAGES:-test tune rerank10k latency figure demo}
 METHODS=blur-aware,standard,sharp-only,blur-aware-no-be
 

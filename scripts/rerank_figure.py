@@ -1,6 +1,6 @@
 """Draw one re-ranking example: a blurred test query, its best candidate, the inlier matches.
 
-    .venv/bin/python scripts/rerank_figure.py data/small --out docs/rerank_matches.png
+    .venv/bin/python scripts/rerank_figure.py data/small --out docs/figures/rerank_matches.png
 
 The query is picked, and the caption says how: among `--queries` random test queries at
 `--level` (seeded), of those whose re-ranked rank 1 is the right instance while the global

@@ -1,7 +1,7 @@
 """Cost of one query with re-ranking, end to end, on this machine: p50/p99 per K, side by side.
 
     .venv/bin/python scripts/rerank_latency.py data/small --dense dense \
-        --json benchmark/reports/rerank_latency.json
+        --json docs/figures/rerank_latency.json
 
 Indexes the test split's database files (with the dense cache that `index build --dense`
 writes), then times one query file at a time, in turns: global search only, and re-ranked

@@ -1,7 +1,7 @@
 """Bounded load run of `blur-retrieval serve`: N searches from C concurrent clients, loopback only.
 
     python scripts/serve_load.py INDEX_DIR QUERY_DIR [--requests 500] [--clients 8]
-        [--out benchmark/reports/serve_load.json]
+        [--out docs/figures/serve_load.json]
 
 Starts the server on 127.0.0.1 (a free port), waits for /health, sends a few warm-up searches,
 then REQUESTS POSTs to /search (one query image each, cycling through the images under
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("benchmark/reports/serve_load.json"))
+    parser.add_argument("--out", type=Path, default=Path("docs/figures/serve_load.json"))
     args = parser.parse_args()
     if not (1 <= args.requests <= MAX_REQUESTS and 1 <= args.clients <= MAX_CLIENTS):
         parser.error(f"--requests must be 1..{MAX_REQUESTS} and --clients 1..{MAX_CLIENTS}")

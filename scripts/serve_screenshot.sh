@@ -2,7 +2,7 @@
 # Browser check of the serve page: start `blur-retrieval serve` on 127.0.0.1, open the page in
 # headless Chromium, upload QUERY_IMAGE through the file input and save a full-page screenshot.
 #
-#   scripts/serve_screenshot.sh INDEX_DIR QUERY_IMAGE [OUT.png]   (default benchmark/reports/serve_page.png)
+#   scripts/serve_screenshot.sh INDEX_DIR QUERY_IMAGE [OUT.png]   (default docs/figures/serve_page.png)
 #
 # Needs the serve extra, Debian's chromium (apt-get install -y chromium) and node + npm:
 # playwright-core is installed from npm into $PLAYWRIGHT_DIR (no browser is downloaded; it
@@ -11,7 +11,7 @@ set -euo pipefail
 
 index=${1:?usage: $0 INDEX_DIR QUERY_IMAGE [OUT.png]}
 query=${2:?usage: $0 INDEX_DIR QUERY_IMAGE [OUT.png]}
-out=${3:-benchmark/reports/serve_page.png}
+out=${3:-docs/figures/serve_page.png}
 python=${PYTHON:-python}
 port=${PORT:-8765}
 export PLAYWRIGHT_DIR=${PLAYWRIGHT_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/blur-retrieval/playwright}

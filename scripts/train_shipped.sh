@@ -6,7 +6,7 @@
 # VAL_DISTRACTORS (10,000) virtual distractors, the regime the 100,000-distractor benchmark
 # measures (VAL_DISTRACTORS=0 gives the old selection; each validation among them costs about a
 # minute more here, nine per crop-head model). The ones shipped before them had 1,500
-# steps each in float32 (PRECISION=fp32 EPOCHS=3 STEPS=500, see the README).
+# steps each in float32 (PRECISION=fp32 EPOCHS=3 STEPS=500, see CHANGELOG.md).
 #
 # Data: the `small` preset. Models train on its 1,120 train instances as a composite stream
 # (object layers over backgrounds drawn independently of the instance, rendered once into
