@@ -1,6 +1,6 @@
 """The dense cache in parts: a write holds one part, an interrupted run keeps its finished parts,
 parts of other checkpoints and the single file of earlier versions are read and cleaned as the
-format says. Tiny untrained networks, as in test_rerank_query."""
+format says. Tiny untrained networks (tests/fakes.py)."""
 
 from __future__ import annotations
 
@@ -11,26 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner, Result
+from fakes import MODELS, OTHER_DENSE, FakeEmbedder, tiny_reranker, write_pngs
 from safetensors.numpy import save_file
-from test_index_fakes import FakeEmbedder, write_pngs
-from test_rerank_query import MODELS, OTHER_DENSE
 
 from indexer import cli, dense_cache, rerank_cli
 from indexer.dense_cache import DenseCacheError, cache_info, cache_parts, open_cache, read_cache, write_cache
 from indexer.dense_parts import LEGACY_NAME, Part, pack, write_part
-from retrieval.model import BlurAwareNet
-from retrieval.rerank.dense_net import DenseFeatureNet
 from retrieval.rerank.reranker import Reranker
 from retrieval.rerank.verify import DenseView, RerankParams
 
 
 @pytest.fixture(scope="module")
 def reranker() -> Reranker:
-    torch.manual_seed(0)
-    locator = BlurAwareNet("test_byobnet", embedding_dim=16).eval()
-    return Reranker(DenseFeatureNet(dim=8).eval(), locator, (32, 48), RerankParams(weight=2, cap=100))
+    return tiny_reranker(RerankParams(weight=2, cap=100))
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import refuse_listing
 from PIL import Image
-from test_index_fakes import refuse_listing
 
 from retrieval.images import (
     ALPHA_BACKGROUND,

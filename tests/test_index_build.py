@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_index_fakes import FakeEmbedder, SimulatedCrash, virtual_source, write_pngs
+from fakes import FakeEmbedder, SimulatedCrash, virtual_source, write_pngs
 
 from indexer.api import build_index, open_index, source_from_folder
 from indexer.errors import (

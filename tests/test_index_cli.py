@@ -9,8 +9,8 @@ from pathlib import Path
 import faiss
 import pytest
 from click.testing import CliRunner
+from fakes import FakeEmbedder, refuse_listing, write_pngs
 from PIL import Image
-from test_index_fakes import FakeEmbedder, refuse_listing, write_pngs
 
 from indexer import cli
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from fakes import FakeEmbedder, write_pngs
 from PIL import Image
-from test_index_fakes import FakeEmbedder, write_pngs
 
 from indexer import cli, store
 from indexer.api import build_index, open_index, source_from_folder

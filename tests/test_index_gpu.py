@@ -8,7 +8,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from test_index_fakes import FakeEmbedder, virtual_source
+from fakes import FakeEmbedder, virtual_source
 
 from indexer import gpu
 from indexer.api import build_index, open_index

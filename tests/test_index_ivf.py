@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_index_fakes import FakeEmbedder, random_unit_vectors, virtual_source
+from fakes import FakeEmbedder, random_unit_vectors, virtual_source
 
 from indexer.api import build_index, open_index
 from indexer.cli import index_group

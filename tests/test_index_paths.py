@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_index_fakes import FakeEmbedder, write_pngs
+from fakes import FakeEmbedder, write_pngs
 
 from indexer import cli
 from indexer.api import build_index, open_index, source_from_folder

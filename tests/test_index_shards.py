@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_index_fakes import FakeEmbedder, FakeEmbedResult, SimulatedCrash
+from fakes import FakeEmbedder, FakeEmbedResult, SimulatedCrash
 
 from indexer.shards import build_key, embed_in_shards, shard_path
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_index_fakes import write_pngs
+from fakes import write_pngs
 
 from indexer import metadata
 from indexer.errors import SourceError

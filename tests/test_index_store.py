@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from test_index_fakes import FakeEmbedder, SimulatedCrash, random_unit_vectors, virtual_source
+from fakes import FakeEmbedder, SimulatedCrash, random_unit_vectors, virtual_source
 
 from indexer import store
 from indexer.api import build_index, open_index

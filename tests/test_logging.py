@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from test_index_fakes import FakeEmbedder, refuse_listing, write_pngs
+from fakes import FakeEmbedder, refuse_listing, write_pngs
 
 from benchmark.cli import PACKAGE_LOGGERS, main
 from indexer import cli as indexer_cli

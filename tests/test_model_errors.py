@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from test_index_fakes import FakeEmbedder, write_pngs
+from fakes import FakeEmbedder, write_pngs
 
 from benchmark.cli import main
 from indexer.api import build_index, source_from_folder

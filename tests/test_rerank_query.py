@@ -18,12 +18,12 @@ import pyarrow as pa
 import pytest
 import torch
 from click.testing import CliRunner
+from fakes import MODELS, OTHER_DENSE, PNG_MAGIC, FakeEmbedder, tiny_reranker, virtual_source, write_pngs
 from PIL import Image
-from test_index_fakes import PNG_MAGIC, FakeEmbedder, virtual_source, write_pngs
 
 from indexer import cli, dense_cache, rerank_cli
 from indexer.api import RerankedQuery, build_index, open_index, rerank_search, source_from_paths
-from indexer.dense_cache import ViewModels, cache_parts, open_cache, write_cache
+from indexer.dense_cache import cache_parts, open_cache, write_cache
 from indexer.errors import InvalidQueryError
 from retrieval.model import BlurAwareNet, save_checkpoint
 from retrieval.rerank.dense_checkpoint import save_dense
@@ -32,17 +32,12 @@ from retrieval.rerank.reranker import Reranker
 from retrieval.rerank.verify import RerankParams
 
 REAL_LOAD_RERANKER = rerank_cli.load_reranker
-MODELS = ViewModels("dense", "blur-aware", "a" * 64, "locator-a")
-OTHER_DENSE = ViewModels("dense", "blur-aware", "b" * 64, "locator-a")
 SAME_PICTURE_BONUS = 2.0  # weight 2 x min(inliers, 100) / 100 with >= 100 inliers
 
 
 @pytest.fixture(scope="module")
 def reranker() -> Reranker:
-    torch.manual_seed(0)
-    locator = BlurAwareNet("test_byobnet", embedding_dim=16).eval()
-    return Reranker(DenseFeatureNet(dim=8).eval(), locator, (32, 48),
-                    RerankParams(weight=SAME_PICTURE_BONUS, cap=100))
+    return tiny_reranker(RerankParams(weight=SAME_PICTURE_BONUS, cap=100))
 
 
 @pytest.fixture(autouse=True)
