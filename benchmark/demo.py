@@ -25,7 +25,7 @@ INDEX_ROLES = ("database", "distractor")
 
 def _synthesize(folder: Path, seed: int, device: str, progress: bool) -> Path:
     from retrieval.manifest import MANIFEST_NAME
-    from retrieval.sim.synth import synthesize
+    from retrieval.synth import synthesize
 
     manifest = folder / MANIFEST_NAME
     if manifest.is_file():  # a finished earlier demo: the same seed gives the same data
@@ -40,8 +40,8 @@ def _index_and_query(manifest: Path, out: Path, model: str, embedder, progress: 
     (each query captioned with its blur level and severity, hits framed green when they show
     the query's instance, red otherwise)."""
     from indexer.api import Source, build_index, open_index, source_from_manifest
-    from indexer.cli_support import recorded_model
     from indexer.grid import GridRow, draw_grid
+    from indexer.models import recorded_model
 
     everything = source_from_manifest(manifest)
     roles = everything.metadata["role"]

@@ -192,7 +192,7 @@ def _synthesized_manifest(folder: Path, preset: str, seed: int, device: str,
     """
     from retrieval.manifest import MANIFEST_NAME
     from retrieval.sim.config import SimConfig
-    from retrieval.sim.synth import synthesize
+    from retrieval.synth import synthesize
 
     chosen = replace(PRESETS[preset], distractors=0)
     config = chosen.sim_config(seed)

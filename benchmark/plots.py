@@ -105,7 +105,7 @@ def _picture_files(rows: dict[_Key, ManifestRow], scratch: Path, progress: bool
                    ) -> dict[_Key, str | None]:
     """A file per row: its own, or a render of a virtual row written to `scratch` (None when it
     cannot be rendered: the sheet then shows a grey tile)."""
-    from retrieval.sim.synth import render_rows  # the simulator is needed for virtual rows only
+    from retrieval.synth import render_rows  # the simulator is needed for virtual rows only
 
     files: dict[_Key, str | None] = {key: None if row.path is None else str(row.path)
                                      for key, row in rows.items()}

@@ -20,7 +20,7 @@ from benchmark.evaluate import Evaluation, MethodRun
 from benchmark.protocol import BenchmarkSet
 from benchmark.ranking import ExactResult
 from benchmark.scoring import per_query_metrics, stratify
-from indexer.rerank import describe_all
+from retrieval.rerank.describe import describe_all
 from retrieval.rerank.reranker import Reranker
 from retrieval.rerank.verify import DenseView
 

@@ -8,10 +8,10 @@
 """
 
 from indexer.build import build_index
-from indexer.dense_cache import ViewModels, read_cache, view_models
 from indexer.errors import IndexStoreError
 from indexer.index import Hit, ImageSearch, IngestResult, QueryHits, RetrievalIndex, open_index
-from indexer.rerank import RerankedQuery, rerank_search
+from indexer.rerank.cache import ViewModels, read_cache, view_models
+from indexer.rerank.search import RerankedQuery, rerank_search
 from indexer.sources import (
     Source,
     source_from,

@@ -18,15 +18,16 @@ from typing import Any
 import click
 
 from indexer.build import build_index
-from indexer.cli_support import JsonErrorsCommand, model_load_errors, recorded_model
-from indexer.dense_cache import read_cache, size_summary
+from indexer.cli_support import JsonErrorsCommand, model_load_errors
 from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import IndexStoreError, OutputPathError
 from indexer.gpu import DEVICES, resolve_device
 from indexer.grid import GridRow, draw_grid
 from indexer.index import IngestResult, RetrievalIndex, open_index
 from indexer.metadata import ids_column
-from indexer.rerank import RerankedQuery, rerank_search
+from indexer.models import DEFAULT_MODEL, load_embedder, model_of, recorded_model
+from indexer.rerank.cache import read_cache, size_summary
+from indexer.rerank.search import RerankedQuery, rerank_search
 from indexer.rerank_cli import (
     DEFAULT_DENSE,
     MAX_LISTED_SKIPS,
@@ -43,15 +44,7 @@ from indexer.shards import DEFAULT_SHARD_SIZE
 from indexer.sources import Source, printable, source_from
 from retrieval.cli_options import writable_file, writable_folder
 
-DEFAULT_MODEL = "blur-aware"
 EXIT_SKIPPED = 1
-
-
-def load_embedder(model: str, device: str, batch_size: int) -> EmbedderLike:
-    """The real network, imported only when a command runs (torch is slow to import)."""
-    from retrieval.embed import load_embedder as load
-
-    return load(model, device=device, batch_size=batch_size)
 
 
 def _list_image_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -285,11 +278,6 @@ def _write_grid(rows: list[GridRow], path: Path) -> str | None:
     except OSError as error:
         return printable(f"--grid {path}: cannot write the contact sheet ({error.strerror or error})")
     return None
-
-
-def model_of(index: RetrievalIndex) -> str:
-    """The model named in the index manifest, which queries must use."""
-    return index.manifest.model.get("name") or DEFAULT_MODEL
 
 
 def _expand_queries(queries: Sequence[str]

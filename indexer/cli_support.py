@@ -1,5 +1,5 @@
-"""What every command does the same way: report a model that cannot be loaded, record a model so
-that it loads from anywhere, and answer errors in JSON when `--json` was asked for.
+"""What every command does the same way: report a model that cannot be loaded, and answer errors
+in JSON when `--json` was asked for.
 
 Shared by the index commands and the benchmark commands (which may import the index layer), so
 a wrong `--model` reads the same and exits 2 everywhere.
@@ -42,13 +42,6 @@ def model_load_errors(model: str, option: str = "--model", hint: str | None = No
         else:
             problem = f"model {model!r} is neither a checkpoint folder nor a shipped name"
         raise click.UsageError(printable(f"{problem}; {advice}")) from error
-
-
-def recorded_model(model: str) -> str:
-    """The name to record for `model` in an index: a checkpoint folder by its absolute path (so
-    the index can be queried from any working directory), a shipped name as the name."""
-    path = Path(model)
-    return str(path.resolve()) if path.is_dir() else model
 
 
 def echo_json_error(message: str) -> None:

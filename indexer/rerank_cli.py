@@ -15,7 +15,9 @@ import click
 import numpy as np
 
 from indexer.cli_support import model_load_errors
-from indexer.dense_cache import (
+from indexer.index import Hit, RetrievalIndex
+from indexer.metadata import ids_column
+from indexer.rerank.cache import (
     DenseCacheError,
     ViewModels,
     cache_info,
@@ -24,8 +26,6 @@ from indexer.dense_cache import (
     read_cache,
     view_models,
 )
-from indexer.index import Hit, RetrievalIndex
-from indexer.metadata import ids_column
 from indexer.sources import file_paths, printable
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 

@@ -41,7 +41,7 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
           splits, preview, preview_instances, device, batch_size, quiet):
     """Render a synthetic motion-blur data set into OUT_DIR (PNGs + manifest.parquet)."""
     from retrieval.sim.preview import instance_sheet, preview_sheet, write_sheet
-    from retrieval.sim.synth import synthesize
+    from retrieval.synth import synthesize
 
     chosen = PRESETS[preset]
     overrides = {

@@ -124,7 +124,7 @@ def _render_virtual(
     All rows go to one `render_rows` call (it shares the work of a trajectory); if that call
     fails, each row is rendered alone so that one bad row only costs itself.
     """
-    from retrieval.sim.synth import render_rows  # the simulator is only needed for virtual rows
+    from retrieval.synth import render_rows  # the simulator is only needed for virtual rows
 
     try:
         rendered = render_rows(rows, device)

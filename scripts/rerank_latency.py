@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmark.protocol import load_benchmark_set
 from indexer.api import build_index, rerank_search, source_from_paths
-from indexer.dense_cache import cache_items, read_cache, view_models
+from indexer.rerank.cache import cache_items, read_cache, view_models
 from retrieval.embed import load_embedder
 from retrieval.fileio import write_json_atomic
 from retrieval.rerank.names import SHIPPED_DENSE

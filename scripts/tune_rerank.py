@@ -32,11 +32,11 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmark.protocol import load_benchmark_set
-from indexer.rerank import describe_all
 from retrieval.embed import load_embedder
 from retrieval.fileio import write_json_atomic, write_text_atomic
 from retrieval.manifest import manifest_items
 from retrieval.metrics import rank_by_scores
+from retrieval.rerank.describe import describe_all
 from retrieval.rerank.matching import similarity_matrix
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.rerank.reranker import load_reranker, mirror_similarity

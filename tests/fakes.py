@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from indexer.dense_cache import ViewModels
+from indexer.rerank.cache import ViewModels
 from indexer.sources import Source
 from retrieval.train import TrainSettings
 

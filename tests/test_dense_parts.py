@@ -15,9 +15,10 @@ from click.testing import CliRunner, Result
 from fakes import MODELS, OTHER_DENSE, FakeEmbedder, tiny_reranker, write_pngs
 from safetensors.numpy import save_file
 
-from indexer import cli, dense_cache, rerank_cli
-from indexer.dense_cache import DenseCacheError, cache_info, cache_parts, open_cache, read_cache, write_cache
-from indexer.dense_parts import LEGACY_NAME, Part, pack, write_part
+from indexer import cli, rerank_cli
+from indexer.rerank import cache as dense_cache
+from indexer.rerank.cache import DenseCacheError, cache_info, cache_parts, open_cache, read_cache, write_cache
+from indexer.rerank.parts import LEGACY_NAME, Part, pack, write_part
 from retrieval.rerank.reranker import Reranker
 from retrieval.rerank.verify import DenseView, RerankParams
 

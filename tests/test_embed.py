@@ -16,7 +16,7 @@ from retrieval.manifest import manifest_items
 from retrieval.model import BlurAwareNet, model_fingerprint, save_checkpoint
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
-from retrieval.sim.synth import synthesize
+from retrieval.synth import synthesize
 
 TINY = "test_byobnet"
 SIZE = (32, 48)

@@ -13,7 +13,7 @@ from retrieval.manifest import read_manifest
 from retrieval.model import BlurAwareNet, save_checkpoint
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
-from retrieval.sim.synth import synthesize
+from retrieval.synth import synthesize
 
 
 @pytest.fixture(scope="module")

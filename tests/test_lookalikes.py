@@ -17,7 +17,7 @@ from retrieval.model.losses import contrastive_loss, contrastive_pair_loss, memo
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import PRESETS, Preset, distractor_table, instance_split, plan_trajectories
 from retrieval.sim.objects import DISTRACTOR_BASE
-from retrieval.sim.synth import synthesize
+from retrieval.synth import synthesize
 from retrieval.train import (
     STATE_FILENAME,
     TrainDataError,

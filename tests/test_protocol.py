@@ -17,7 +17,7 @@ from benchmark.vector_cache import embed_items
 from retrieval.manifest import MANIFEST_NAME, read_manifest, sim_config_of, write_manifest
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset, distractor_table, instance_split
-from retrieval.sim.synth import synthesize
+from retrieval.synth import synthesize
 
 # Instance 2 of categories 0 and 1 is a test instance; 3 trajectories = 1 query + 2 database.
 MINI = Preset(categories=2, instances=3, trajectories=3, height=32, width=48, distractors=4)

@@ -21,10 +21,11 @@ from click.testing import CliRunner
 from fakes import MODELS, OTHER_DENSE, PNG_MAGIC, FakeEmbedder, tiny_reranker, virtual_source, write_pngs
 from PIL import Image
 
-from indexer import cli, dense_cache, rerank_cli
+from indexer import cli, rerank_cli
 from indexer.api import RerankedQuery, build_index, open_index, rerank_search, source_from_paths
-from indexer.dense_cache import cache_parts, open_cache, write_cache
 from indexer.errors import InvalidQueryError
+from indexer.rerank import cache as dense_cache
+from indexer.rerank.cache import cache_parts, open_cache, write_cache
 from retrieval.model import BlurAwareNet, save_checkpoint
 from retrieval.rerank.dense_checkpoint import save_dense
 from retrieval.rerank.dense_net import DenseFeatureNet

@@ -17,7 +17,7 @@ from retrieval.sim import RenderRequest, SimConfig, blur_level, blur_severity, r
 from retrieval.sim.layout import PRESETS, Preset, instance_split
 from retrieval.sim.objects import DISTRACTOR_BASE, object_spec, split_instance_id
 from retrieval.sim.severity import blur_value, streak_box
-from retrieval.sim.synth import render_rows, synthesize
+from retrieval.synth import render_rows, synthesize
 
 SMALL = SimConfig(height=48, width=64)
 

@@ -14,7 +14,7 @@ from retrieval.model.crop import CROP_MARGIN, crop_squares, square_crop_boxes
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
 from retrieval.sim.objects import global_instance_id
-from retrieval.sim.synth import synthesize
+from retrieval.synth import synthesize
 from retrieval.train.data import PKSampler
 from retrieval.train.layers import LayerBank
 from retrieval.train.stream import (

@@ -21,7 +21,7 @@ from retrieval.manifest import manifest_items
 from retrieval.model import load_checkpoint, model_fingerprint
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
-from retrieval.sim.synth import synthesize
+from retrieval.synth import synthesize
 from retrieval.train import (
     LOG_FILENAME,
     STATE_FILENAME,

@@ -24,6 +24,7 @@ from PIL import Image
 from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import FingerprintMismatchError
 from indexer.index import ImageSearch, QueryHits
+from indexer.models import load_embedder, model_of
 from indexer.serve.live import LiveIndex
 from indexer.sources import file_path
 from retrieval.images import ImageLoadError, load_rgb
@@ -132,8 +133,6 @@ class Searcher:
 
 def load_searcher(index_dir: str | os.PathLike, device: str) -> Searcher:
     """Open the index read-only and load the model its manifest names, once, at start-up."""
-    from indexer.cli import load_embedder, model_of
-
     live = LiveIndex(index_dir, device)
     return Searcher(live, load_embedder(model_of(live.current()), device, batch_size=MAX_FILES))
 

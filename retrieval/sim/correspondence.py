@@ -18,7 +18,7 @@ import torch
 
 from retrieval.sim.config import SimConfig
 from retrieval.sim.objects import ObjectSpec, object_spec
-from retrieval.sim.render import _Batch, _cast_rays
+from retrieval.sim.render import ObjectBatch, cast_rays
 from retrieval.sim.trajectory import Trajectory, sample_trajectory
 
 # Distance-matrix entries per chunk of `correspondences` (4 MB of float32).
@@ -48,7 +48,7 @@ def surface_map_of(config: SimConfig, spec: ObjectSpec, motion: Trajectory, tau:
     """
     if not 0 <= tau <= config.steps:
         raise CorrespondenceError(f"tau must be within 0..{config.steps} motion steps, got {tau}")
-    rays = _cast_rays(_Batch([spec], [motion], torch.device("cpu")), float(tau), config.steps,
+    rays = cast_rays(ObjectBatch([spec], [motion], torch.device("cpu")), float(tau), config.steps,
                       config.crop_size)
     window_hit = rays.hit[0].numpy()
     window_points = np.where(window_hit[..., None], rays.point[0].numpy(), np.float32(np.nan))

@@ -53,7 +53,7 @@ def _stack(values: Sequence, device: torch.device, dtype=torch.float64) -> torch
     return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
 
 
-class _Batch:
+class ObjectBatch:
     """Per-row object and motion parameters as tensors (rows = trajectories)."""
 
     def __init__(self, objects: list[ObjectSpec], motions: list[Trajectory], device: torch.device):
@@ -76,9 +76,9 @@ class _Batch:
         self.ambient = _stack([m.ambient for m in motions], device, f32)
         self.curve = _stack([m.camera_curve for m in motions], device, torch.int64)
 
-    def rows(self, start: int, stop: int) -> _Batch:
+    def rows(self, start: int, stop: int) -> ObjectBatch:
         """Rows start..stop-1 (rows are sorted by how many frames they need)."""
-        view = object.__new__(_Batch)
+        view = object.__new__(ObjectBatch)
         for name, value in vars(self).items():
             setattr(view, name, value[start:stop])
         return view
@@ -108,7 +108,7 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / _dot(v, v).sqrt()[..., None].clamp(min=1e-12)
 
 
-def _solid_texture(batch: _Batch, point: torch.Tensor) -> torch.Tensor:
+def _solid_texture(batch: ObjectBatch, point: torch.Tensor) -> torch.Tensor:
     """Linear RGB [B, 3, C, C] of the object's solid texture at object-frame `point` [B,C,C,3]."""
     pattern = batch.pattern[:, None, None, :]
     along = _dot(point, pattern[..., 0:3])
@@ -129,7 +129,7 @@ def _solid_texture(batch: _Batch, point: torch.Tensor) -> torch.Tensor:
     return color.permute(0, 3, 1, 2)
 
 
-class _RayHits(NamedTuple):
+class RayHits(NamedTuple):
     """What the rays of one instant frame see, per pixel of each row's C x C window."""
 
     hit: torch.Tensor  # bool [B, C, C]
@@ -139,7 +139,7 @@ class _RayHits(NamedTuple):
     origin: torch.Tensor  # int64 [B, 2] (x0, y0) image position of each window
 
 
-def _cast_rays(batch: _Batch, tau: float, steps: int, crop: int) -> _RayHits:
+def cast_rays(batch: ObjectBatch, tau: float, steps: int, crop: int) -> RayHits:
     """Ray cast one instant frame; the geometry alone, shared by shading and correspondences."""
     device = batch.start.device
     fraction = tau / steps
@@ -224,12 +224,12 @@ def _cast_rays(batch: _Batch, tau: float, steps: int, crop: int) -> _RayHits:
     normal = torch.where(from_quadric[..., None], gradient, plane_normal)
     center_at = torch.gather(batch.centers.to(f32), 1, part[..., None].flatten(1, 2).expand(-1, -1, 3))
     point = point_part + center_at.view(*part.shape, 3)
-    return _RayHits(hit, point, normal, rot, origin)
+    return RayHits(hit, point, normal, rot, origin)
 
 
-def _render_frame(batch: _Batch, tau: float, steps: int, crop: int):
+def _render_frame(batch: ObjectBatch, tau: float, steps: int, crop: int):
     """Object layer of one instant frame: premultiplied RGB + coverage [B, 4, C, C], origins."""
-    hit, point, normal, rot, origin = _cast_rays(batch, tau, steps, crop)
+    hit, point, normal, rot, origin = cast_rays(batch, tau, steps, crop)
     device = batch.start.device
     f32 = torch.float32
     # Lambert + Blinn specular, light and view direction moved into the object frame.
@@ -322,7 +322,7 @@ def compose_layers(layers: torch.Tensor, backgrounds: torch.Tensor, curves: torc
     return pixels.permute(0, 2, 3, 1)
 
 
-def _finish(config: SimConfig, batch: _Batch, acc: torch.Tensor, backgrounds: torch.Tensor,
+def _finish(config: SimConfig, batch: ObjectBatch, acc: torch.Tensor, backgrounds: torch.Tensor,
             motions: list[Trajectory], rows: list[int], frames: list[int], exposure: int
             ) -> list[RenderedImage]:
     """The images of the given rows after `exposure` steps (their layers over their backgrounds).
@@ -351,7 +351,7 @@ def _mean_layers(config: SimConfig, acc: torch.Tensor, rows: list[int], frames: 
 _FRAME_CHUNK_ELEMENTS = 4_000_000  # ray-test temporaries per chunk (16 MB of float32)
 
 
-def _render_frame_chunked(batch: _Batch, tau: float, steps: int, crop: int):
+def _render_frame_chunked(batch: ObjectBatch, tau: float, steps: int, crop: int):
     """`_render_frame` over row chunks, keeping temporaries small enough to be reused."""
     per_row = batch.normals.shape[1] * batch.normals.shape[2] * crop * crop
     chunk = max(1, _FRAME_CHUNK_ELEMENTS // per_row)
@@ -364,7 +364,7 @@ def _render_frame_chunked(batch: _Batch, tau: float, steps: int, crop: int):
 
 
 def _integrate(config: SimConfig, requests: Sequence[RenderRequest], device: torch.device,
-               emit: Callable[[_Batch, torch.Tensor, list[Trajectory], list[int], list[int], int,
+               emit: Callable[[ObjectBatch, torch.Tensor, list[Trajectory], list[int], list[int], int,
                                list[int]], None]) -> None:
     """Ray cast and accumulate every trajectory's frames, calling `emit` at each wanted exposure.
 
@@ -381,7 +381,7 @@ def _integrate(config: SimConfig, requests: Sequence[RenderRequest], device: tor
     objects = [object_spec(r.category, r.instance) for r in reqs]
     motions = [sample_trajectory(config, r.category, r.instance, r.trajectory) for r in reqs]
     substeps = [row_substeps(config, m) for m in motions]
-    batch = _Batch(objects, motions, device)
+    batch = ObjectBatch(objects, motions, device)
     last_step = [max(r.exposures, default=0) for r in reqs]
     pad = crop + 2
     acc = torch.zeros(len(reqs), 4, config.height + 2 * pad, config.width + 2 * pad, device=device)

@@ -30,7 +30,7 @@ from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
 from retrieval.sim.objects import DISTRACTOR_BASE
 from retrieval.sim.render import compose_layers
-from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
+from retrieval.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import TrainingSet, bank_training_set
 from retrieval.train.errors import TrainDataError
 from retrieval.train.layers import LayerBank, bank_settings, load_or_build_layer_bank

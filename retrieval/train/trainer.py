@@ -45,7 +45,7 @@ from retrieval.model import (
     total_loss,
 )
 from retrieval.sim.objects import INSTANCE_STRIDE
-from retrieval.sim.synth import SETTINGS_NAME as SYNTH_SETTINGS
+from retrieval.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import (
     PKSampler,
     TrainingSet,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from retrieval.fileio import atomic_path, write_json_atomic
 from retrieval.manifest import MANIFEST_NAME, MANIFEST_SCHEMA, write_manifest
 from retrieval.sim.objects import global_instance_id
-from retrieval.sim.synth import image_relpath
+from retrieval.synth import image_relpath
 from retrieval.video.clip import ClipSettings, Segment, video_segments
 from retrieval.video.decode import VideoError
 from retrieval.video.light import averaged_windows

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from indexer.dense_parts import (
+from indexer.rerank.parts import (
     DenseCacheError,
     Part,
     ViewModels,
@@ -45,8 +45,8 @@ from indexer.dense_parts import (
     part_path,
     write_part,
 )
-from indexer.rerank import DESCRIBE_CHUNK, describe_all
 from retrieval.fileio import remove_temporaries
+from retrieval.rerank.describe import DESCRIBE_CHUNK, describe_all
 from retrieval.rerank.names import SHIPPED_DENSE
 from retrieval.rerank.verify import DenseView
 

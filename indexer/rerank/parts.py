@@ -1,4 +1,4 @@
-"""One part file of the dense cache (see `indexer.dense_cache`): naming, reading, writing.
+"""One part file of the dense cache (see `indexer.rerank.cache`): naming, reading, writing.
 
 A part is a self-contained safetensors file, so each one can be written atomically on its own
 and memory-mapped on its own; ordering parts by number tells readers which view is newest.

@@ -22,47 +22,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
 
 from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import InvalidQueryError
 from indexer.index import Hit, ImageSearch, QueryHits, RetrievalIndex
+from retrieval.rerank.describe import describe_all
 from retrieval.rerank.verify import DenseView
 
 if TYPE_CHECKING:
-    from indexer.dense_cache import DenseViews
+    from indexer.rerank.cache import DenseViews
     from retrieval.rerank.reranker import Reranker
 
 LOG = logging.getLogger(__name__)
-DESCRIBE_CHUNK = 256  # items decoded at once: bounds the pixels held in memory
 
 
 @dataclass(frozen=True)
 class RerankedQuery(QueryHits):
     skipped: str | None = None  # why this query kept its global ranking; None: it was re-ranked
-
-
-def describe_all(reranker: Reranker, items: Sequence[Any], progress: bool = False
-                 ) -> tuple[list[DenseView | None], list[tuple[int, str]]]:
-    """Dense views of `items` in order, chunk by chunk; None (and a message) where one failed.
-
-    A chunk whose description raises as a whole (the locator or the dense network failing)
-    costs its own items, not the run.
-    """
-    views: list[DenseView | None] = []
-    errors: list[tuple[int, str]] = []
-    starts = range(0, len(items), DESCRIBE_CHUNK)
-    for start in tqdm(starts, desc="dense views", unit="chunk", disable=not progress or len(starts) < 2):
-        chunk = list(items[start:start + DESCRIBE_CHUNK])
-        try:
-            described, failed = reranker.describe_items(chunk)
-        except (RuntimeError, ValueError) as error:
-            described = [None] * len(chunk)
-            failed = [(i, f"dense description failed ({type(error).__name__}: {error})")
-                      for i in range(len(chunk))]
-        views += described
-        errors += [(start + position, message) for position, message in failed]
-    return views, errors
 
 
 def rerank_search(index: RetrievalIndex, items: Sequence[Any], embedder: EmbedderLike,
