@@ -1,63 +1,7 @@
-"""The single `blur-retrieval` entry point: it assembles the commands each package owns.
+"""The old home of the `blur-retrieval` entry point, kept so that a console script written by an
+earlier `pip install -e .` (which imports `benchmark.cli:main`) still starts; the commands are in
+`benchmark.commands`, and `pip install -e .` writes a script that imports them from there."""
 
-It lives in `benchmark` because that package sits on top of the dependency chain
-(benchmark -> indexer -> retrieval), so importing the other packages' commands here
-never points a dependency the wrong way. It is also the one place that decides which log
-messages are shown: INFO and above on stderr, DEBUG with `-v`, WARNING and above under a
-command's `-q`. Results stay on stdout, so `query --json` prints nothing but JSON there.
-"""
+from benchmark.commands.main import main
 
-from __future__ import annotations
-
-import contextlib
-import functools
-import logging
-from typing import Any
-
-import click
-
-from benchmark.bench_cli import COMMANDS as BENCHMARK_COMMANDS
-from benchmark.demo import demo_command
-from indexer.cli import COMMANDS as INDEXER_COMMANDS
-from retrieval import __version__
-from retrieval.cli import COMMANDS as RETRIEVAL_COMMANDS
-from retrieval.cli_logging import log_level, log_to_stderr
-
-PACKAGE_LOGGERS = ("retrieval", "indexer", "benchmark")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="blur-retrieval")
-@click.option("-v", "--verbose", is_flag=True, help="Also print debug messages.")
-@click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
-    """Find images of moving objects from motion-blurred query photos."""
-    ctx.call_on_close(log_to_stderr(logging.DEBUG if verbose else logging.INFO, PACKAGE_LOGGERS))
-
-
-def _quiet_hides_messages(command: click.Command) -> None:
-    """Make `-q/--quiet` of `command` (and of a group's sub-commands) also hide messages below
-    WARNING; each command already turns its progress bars off itself."""
-    if isinstance(command, click.Group):
-        for sub_command in command.commands.values():
-            _quiet_hides_messages(sub_command)
-    callback = command.callback
-    if callback is None or not any(param.name == "quiet" for param in command.params):
-        return
-
-    @functools.wraps(callback)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        quiet = log_level(logging.WARNING, PACKAGE_LOGGERS) if kwargs["quiet"] else contextlib.nullcontext()
-        with quiet:
-            return callback(*args, **kwargs)
-
-    command.callback = run
-
-
-for _command in [*RETRIEVAL_COMMANDS, *INDEXER_COMMANDS, *BENCHMARK_COMMANDS, demo_command]:
-    _quiet_hides_messages(_command)
-    main.add_command(_command)
-
-
-if __name__ == "__main__":
-    main()
+__all__ = ["main"]

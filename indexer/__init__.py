@@ -1,6 +1,6 @@
 """The life of a FAISS index: build, persist, load, search, add, remove.
 
-Start at `indexer.api` (`build_index`, `open_index`); `indexer.cli` holds the commands.
+Start at `indexer.api` (`build_index`, `open_index`); the commands are in `benchmark.commands.index`.
 """
 
 import logging

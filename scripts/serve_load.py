@@ -49,7 +49,7 @@ def main() -> None:
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "serve", str(args.index_dir),
+    server = subprocess.Popen([sys.executable, "-m", "benchmark.commands", "serve", str(args.index_dir),
                                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -21,7 +21,7 @@ if [ ! -d "$PLAYWRIGHT_DIR/node_modules/playwright-core" ]; then
 fi
 
 work=$(mktemp -d)
-"$python" -m benchmark.cli serve "$index" --host 127.0.0.1 --port "$port" --device cpu \
+"$python" -m benchmark.commands serve "$index" --host 127.0.0.1 --port "$port" --device cpu \
   >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT

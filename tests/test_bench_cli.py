@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmark.cli import main
+from benchmark.commands.main import main
 from retrieval.model import BlurAwareNet, save_checkpoint
 
 

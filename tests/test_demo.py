@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import benchmark.demo as demo
+import benchmark.commands.demo as demo
 from retrieval.model import BlurAwareNet, save_checkpoint
 from retrieval.sim.layout import Preset
 

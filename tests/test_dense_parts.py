@@ -15,7 +15,8 @@ from click.testing import CliRunner, Result
 from fakes import MODELS, OTHER_DENSE, FakeEmbedder, tiny_reranker, write_pngs
 from safetensors.numpy import save_file
 
-from indexer import cli, rerank_cli
+from benchmark.commands import index as cli
+from benchmark.commands import index_rerank as rerank_cli
 from indexer.rerank import cache as dense_cache
 from indexer.rerank.cache import DenseCacheError, cache_info, cache_parts, open_cache, read_cache, write_cache
 from indexer.rerank.parts import LEGACY_NAME, Part, pack, write_part

@@ -6,8 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from benchmark.commands.synth import synth
 from retrieval import devices
-from retrieval.cli import synth
 from retrieval.devices import DeviceUnavailableError, autocast, choose_device, resolve_device
 from retrieval.embed import load_embedder
 

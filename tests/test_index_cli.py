@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fakes import FakeEmbedder, refuse_listing, write_pngs
 from PIL import Image
 
-from indexer import cli
+from benchmark.commands import index as cli
 
 loaded_models: list[str] = []
 

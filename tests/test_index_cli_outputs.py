@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fakes import FakeEmbedder, write_pngs
 
-from indexer import cli
+from benchmark.commands import index as cli
 from indexer.index import BUILD_DIR_NAME
 
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from fakes import FakeEmbedder, write_pngs
 from PIL import Image
 
-from indexer import cli, store
+from benchmark.commands import index as cli
+from indexer import store
 from indexer.api import build_index, open_index, source_from_folder
 from indexer.dedup import CONTENT_COLUMN
 from indexer.errors import IndexFormatError

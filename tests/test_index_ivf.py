@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from fakes import FakeEmbedder, random_unit_vectors, virtual_source
 
+from benchmark.commands.index import index_group
 from indexer.api import build_index, open_index
-from indexer.cli import index_group
 from indexer.errors import InvalidFactoryError
 from indexer.factory import auto_factory, create_index, ivf_list_count, training_positions
 from indexer.tuning import (

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmark.cli import main
+from benchmark.commands.main import main
 from retrieval.manifest import read_manifest
 from retrieval.model import BlurAwareNet, save_checkpoint
 from retrieval.sim.config import SimConfig

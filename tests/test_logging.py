@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 from fakes import FakeEmbedder, refuse_listing, write_pngs
 
-from benchmark.cli import PACKAGE_LOGGERS, main
-from indexer import cli as indexer_cli
+from benchmark.commands import index as indexer_cli
+from benchmark.commands.main import PACKAGE_LOGGERS, main
 from retrieval.images import iter_image_files
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 import click
 import pytest
 
-from benchmark.map_cli import BENCHMARK_SPLITS, _synthesized_manifest
+from benchmark.commands.bench_map import BENCHMARK_SPLITS, _synthesized_manifest
 from retrieval.manifest import MANIFEST_NAME
 from retrieval.sim.layout import PRESETS
 

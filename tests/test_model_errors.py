@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from fakes import FakeEmbedder, write_pngs
 
-from benchmark.cli import main
+from benchmark.commands.main import main
 from indexer.api import build_index, source_from_folder
 from retrieval.model import BlurAwareNet, available_checkpoints, save_checkpoint
 
@@ -98,7 +98,7 @@ def test_an_index_built_with_a_relative_model_path_is_queried_from_elsewhere(
 
 def test_a_shipped_model_is_recorded_by_its_name(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from indexer import cli
+    from benchmark.commands import index as cli
 
     monkeypatch.setattr(cli, "load_embedder", lambda *args: FakeEmbedder())
     write_pngs(tmp_path / "db", 2)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from benchmark.cli import main
-from retrieval.cli_options import writable_file, writable_folder
+from benchmark.commands.main import main
+from benchmark.commands.options import writable_file, writable_folder
 
 # Each command with its output folder inside a file, `FILE` standing for that file.
 FOLDER_INSIDE_A_FILE = {

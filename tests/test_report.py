@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmark.map_cli import map_command
+from benchmark.commands.bench_map import map_command
 from benchmark.ranking import ExactResult
 from benchmark.report import metric_table, terminal_table
 from benchmark.scoring import KNN_KEY, METRICS, RANK_DEPTH, TIES, per_query_metrics, stratify

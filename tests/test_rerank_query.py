@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from fakes import MODELS, OTHER_DENSE, PNG_MAGIC, FakeEmbedder, tiny_reranker, virtual_source, write_pngs
 from PIL import Image
 
-from indexer import cli, rerank_cli
+from benchmark.commands import index as cli
+from benchmark.commands import index_rerank as rerank_cli
 from indexer.api import RerankedQuery, build_index, open_index, rerank_search, source_from_paths
 from indexer.errors import InvalidQueryError
 from indexer.rerank import cache as dense_cache

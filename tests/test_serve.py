@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmark.cli import main
+from benchmark.commands.main import main
 from indexer.api import build_index, open_index, source_from_folder, source_from_paths
 from indexer.serve import live as live_module
 from indexer.serve.limits import MAX_REQUEST_BYTES

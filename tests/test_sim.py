@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmark.cli import main
+from benchmark.commands.main import main
 from retrieval.images import load_rgb_array
 from retrieval.manifest import MANIFEST_SCHEMA, manifest_items, read_manifest
 from retrieval.sim import RenderRequest, SimConfig, blur_level, blur_severity, render_trajectories

@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 from fakes import tiny_train_settings
 
+from benchmark.commands.train import train_command
 from retrieval.embed import EmbedResult
 from retrieval.fileio import write_parquet_atomic
 from retrieval.manifest import manifest_items
@@ -38,7 +39,6 @@ from retrieval.train import (
 )
 from retrieval.train.interrupts import StopRequests
 from retrieval.train.stream import open_composite_stream
-from retrieval.train_cli import train_command
 
 # 20 instances of one category: 14 train, 3 val, 3 test; every trajectory has 11 exposures.
 PRESET = Preset(categories=1, instances=20, trajectories=3, height=48, width=64)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from benchmark.cli import main
+from benchmark.commands.main import main
 from benchmark.protocol import load_benchmark_set
 from indexer.sources import source_from
 from retrieval.manifest import manifest_items

@@ -17,11 +17,8 @@ from torch import nn
 
 from retrieval.model.crop import crop_squares, square_crop_boxes
 from retrieval.model.network import IMAGENET_MEAN, IMAGENET_STD
+from retrieval.rerank.names import DEFAULT_DIM, DEFAULT_STRIDE, DENSE_CROP, STRIDES
 
-DENSE_CROP = 64  # side in pixels of the crop the network describes
-STRIDES = (4, 8)
-DEFAULT_STRIDE = 4
-DEFAULT_DIM = 32
 WIDTHS = (24, 48, 96, 128)  # channels at strides 1, 2, 4, 8
 
 

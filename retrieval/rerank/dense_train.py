@@ -24,8 +24,9 @@ from tqdm import tqdm
 from retrieval.devices import resolve_device
 from retrieval.rerank.dense_checkpoint import save_dense
 from retrieval.rerank.dense_data import PairBatch, PairSampler
-from retrieval.rerank.dense_net import DENSE_CROP, DenseFeatureNet, object_crops
+from retrieval.rerank.dense_net import DenseFeatureNet, object_crops
 from retrieval.rerank.dense_val import build_val_pairs, match_accuracy
+from retrieval.rerank.names import DENSE_CROP
 from retrieval.train.errors import ResumeError
 from retrieval.train.state import LOG_FILENAME, TrainLog, load_train_state, save_train_state
 from retrieval.train.stream import background_bank, open_composite_stream, synth_settings

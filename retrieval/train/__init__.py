@@ -5,7 +5,7 @@ Typical use::
     outcome = train(TrainSettings(data_dir=Path("data"), out_dir=Path("runs/blur-aware")))
     outcome.checkpoint  # folder with the best model by validation mAP@100, for load_checkpoint
 
-Command line: `blur-retrieval train DATA_DIR --out CKPT_DIR` (see `retrieval.train_cli`).
+Command line: `blur-retrieval train DATA_DIR --out CKPT_DIR` (see `benchmark.commands.train`).
 """
 
 from retrieval.train.data import PKSampler, TrainingSet, file_sha256, select_training_rows

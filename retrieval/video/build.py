@@ -20,10 +20,11 @@ from retrieval.fileio import atomic_path, write_json_atomic
 from retrieval.manifest import MANIFEST_NAME, MANIFEST_SCHEMA, write_manifest
 from retrieval.sim.objects import global_instance_id
 from retrieval.synth import image_relpath
-from retrieval.video.clip import ClipSettings, Segment, video_segments
+from retrieval.video.clip import Segment, video_segments
 from retrieval.video.decode import VideoError
 from retrieval.video.light import averaged_windows
 from retrieval.video.roles import chosen_exposures
+from retrieval.video.settings import ClipSettings
 
 SETTINGS_NAME = "video_set.json"  # settings, instances and their trajectories, skipped videos
 

@@ -9,16 +9,8 @@ import numpy as np
 
 from retrieval.video.decode import VideoError, read_frames
 from retrieval.video.motion import WindowLabel, foreground_masks, scene_background, window_labels
+from retrieval.video.settings import ClipSettings
 from retrieval.video.sidecar import InstanceSpec, video_spec
-
-
-@dataclass(frozen=True)
-class ClipSettings:
-    max_frames: int = 32  # longest window: images average 1..max_frames frames
-    segments: int = 3  # segments of a video without a sidecar
-    long_side: int = 320  # larger frames are scaled down to this
-    threshold: float = 0.1  # foreground: a channel differs from the scene by this fraction
-    curve: str = "srgb"  # camera response curve (retrieval.video.light.CURVES)
 
 
 @dataclass(frozen=True)

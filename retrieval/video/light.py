@@ -14,9 +14,7 @@ import numpy as np
 import torch
 
 from retrieval.sim.camera import CAMERA_CURVES, apply_camera_curve
-
-# Names of the rows of CAMERA_CURVES, in the order retrieval/sim/camera.py builds them.
-CURVES = {"srgb": 0, "gamma1.8": 1, "gamma2.4": 2, "filmic": 3}
+from retrieval.video.settings import CURVES
 
 
 def linear_table(curve: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from retrieval.sim.config import SimConfig
 from retrieval.sim.render import RenderRequest, compose_layers, render_object_layers
 from retrieval.sim.severity import blur_level, blur_severity
 from retrieval.sim.trajectory import sample_trajectory
-from retrieval.video.light import CURVES
+from retrieval.video.settings import CURVES
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import platform
 
 import click
 
-from retrieval.cli_options import parse_size, resolve_device
+from benchmark.commands.bench_map import map_command
+from benchmark.commands.options import parse_size, resolve_device
 from retrieval.fileio import write_json_atomic
 
 K = 100  # neighbours per query in `bench speed`, as in the index measurement
@@ -122,9 +123,9 @@ def bench_speed(model, batch_size, images, vectors, seconds, queries, workers, d
 
     import torch
 
+    from benchmark.commands.support import model_load_errors
     from benchmark.index_speed import format_summary, run_index_benchmark
     from benchmark.speed import embedding_rates, query_latency, simulator_rate, write_sample_images
-    from indexer.cli_support import model_load_errors
     from retrieval.embed import load_embedder
     from retrieval.sim.config import SimConfig
 
@@ -178,11 +179,4 @@ def _query_line(query: dict, vectors: int) -> str:
             f"p50 by stage: {stages}")
 
 
-def _register_map() -> None:
-    from benchmark.map_cli import map_command
-
-    bench.add_command(map_command)
-
-
-_register_map()
-COMMANDS = [bench]
+bench.add_command(map_command)

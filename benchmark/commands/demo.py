@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import click
-import pyarrow.compute as pc
 
-from benchmark.map_cli import load_methods, run_map_benchmark
-from retrieval.cli_options import resolve_device, writable_folder
+from benchmark.commands.bench_map import load_methods, run_map_benchmark
+from benchmark.commands.options import resolve_device, writable_folder
 from retrieval.sim.layout import Preset
 
 # 40 categories x 3 test instances; 2 query and 4 database trajectories per instance.
@@ -39,6 +38,8 @@ def _index_and_query(manifest: Path, out: Path, model: str, embedder, progress: 
     """Index the database + distractors, search one query per blur level, draw the grid
     (each query captioned with its blur level and severity, hits framed green when they show
     the query's instance, red otherwise)."""
+    import pyarrow.compute as pc
+
     from indexer.api import Source, build_index, open_index, source_from_manifest
     from indexer.grid import GridRow, draw_grid
     from indexer.models import recorded_model

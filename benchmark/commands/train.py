@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from retrieval.cli_options import parse_size, resolve_device, writable_folder
+from benchmark.commands.options import parse_size, resolve_device, writable_folder
 from retrieval.devices import PRECISIONS
 
 EXIT_INTERRUPTED = 130

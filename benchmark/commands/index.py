@@ -1,10 +1,12 @@
-"""Command-line verbs of the index layer: `index build|add|dense|remove|info`, `query` and `serve`.
+"""Command-line verbs of the index layer: `index build|add|dense|remove|info` and `query`.
 
 Exit status: 0 when everything was done (files already in the index, skipped by `index add`,
 count as done); 1 when some inputs were skipped (the rest was still indexed or answered) or the
 index could not be changed; 2 for usage errors, including an index folder that cannot be used, a
 model that cannot be loaded and an output path that cannot be written. Under `--json`, an error
 that ends the command also prints `{"error": "..."}` on stdout.
+
+FAISS and the index modules are imported inside the commands, so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -13,22 +15,11 @@ import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from indexer.build import build_index
-from indexer.cli_support import JsonErrorsCommand, model_load_errors
-from indexer.embedder_protocol import EmbedderLike
-from indexer.errors import IndexStoreError, OutputPathError
-from indexer.gpu import DEVICES, resolve_device
-from indexer.grid import GridRow, draw_grid
-from indexer.index import IngestResult, RetrievalIndex, open_index
-from indexer.metadata import ids_column
-from indexer.models import DEFAULT_MODEL, load_embedder, model_of, recorded_model
-from indexer.rerank.cache import read_cache, size_summary
-from indexer.rerank.search import RerankedQuery, rerank_search
-from indexer.rerank_cli import (
+from benchmark.commands.index_rerank import (
     DEFAULT_DENSE,
     MAX_LISTED_SKIPS,
     cache_index,
@@ -39,10 +30,18 @@ from indexer.rerank_cli import (
     locator_option,
     shown_score,
 )
-from indexer.serve.cli import serve_command
+from benchmark.commands.options import writable_file, writable_folder
+from benchmark.commands.support import JsonErrorsCommand, model_load_errors
+from indexer.errors import IndexStoreError, OutputPathError
+from indexer.grid import GridRow, draw_grid
+from indexer.models import DEFAULT_MODEL, load_embedder, model_of, recorded_model
 from indexer.shards import DEFAULT_SHARD_SIZE
 from indexer.sources import Source, printable, source_from
-from retrieval.cli_options import writable_file, writable_folder
+from retrieval.devices import DEVICES
+
+if TYPE_CHECKING:
+    from indexer.embedder_protocol import EmbedderLike
+    from indexer.index import IngestResult, RetrievalIndex
 
 EXIT_SKIPPED = 1
 
@@ -98,6 +97,9 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, device: st
                   batch_size: int, shard_size: int, dense: str | None, locator: str,
                   quiet: bool) -> None:
     """Index SRC (a folder of images or a manifest .parquet) into a new folder."""
+    from indexer.build import build_index
+    from indexer.gpu import resolve_device
+
     with _failures_as_click_errors():
         resolve_device(device)  # fail before the model is loaded
         source = source_from(src)
@@ -126,6 +128,9 @@ def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates:
                 device: str, batch_size: int, quiet: bool) -> None:
     """Append the images or rows of SRC to the index in INDEX_DIR (and their dense views to its
     dense cache, when it has one)."""
+    from indexer.index import open_index
+    from indexer.metadata import ids_column
+
     with _failures_as_click_errors():
         index = open_index(index_dir, mmap=False, device=device)
         source = source_from(src)
@@ -149,6 +154,8 @@ def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates:
 def dense_command(index_dir: Path, dense: str, locator: str, device: str, quiet: bool) -> None:
     """Cache the dense views of an index's images for `query --rerank`, as `index build --dense`
     would have; views the cache already holds from the same checkpoints are kept, not redone."""
+    from indexer.index import open_index
+
     with _failures_as_click_errors():
         index = open_index(index_dir, mmap=True, device="cpu")
     cache_index(index, load_rerank_models(dense, locator, device), quiet)
@@ -160,6 +167,8 @@ def dense_command(index_dir: Path, dense: str, locator: str, device: str, quiet:
 @click.option("--path", "paths", multiple=True, help="Indexed path to remove (repeatable).")
 def remove_command(index_dir: Path, ids: tuple[int, ...], paths: tuple[str, ...]) -> None:
     """Remove vectors by id or by path; ids of the others never change."""
+    from indexer.index import open_index
+
     if not ids and not paths:
         raise click.UsageError("give at least one --id or --path")
     with _failures_as_click_errors():
@@ -174,6 +183,8 @@ def remove_command(index_dir: Path, ids: tuple[int, ...], paths: tuple[str, ...]
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info_command(index_dir: Path, as_json: bool) -> None:
     """Print what an index holds and how it was made."""
+    from indexer.index import open_index
+
     try:
         info = open_index(index_dir, mmap=True, device="cpu").info()
     except IndexStoreError as error:
@@ -202,6 +213,10 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
                   grid: Path | None, model: str | None, rerank_k: int | None, dense: str,
                   locator: str, device: str, batch_size: int, quiet: bool) -> None:
     """Search INDEX_DIR with images (files, or folders searched recursively)."""
+    from indexer.index import open_index
+    from indexer.rerank.cache import read_cache
+    from indexer.rerank.search import RerankedQuery, rerank_search
+
     try:
         index = open_index(index_dir, mmap=True, device=device)
         index.check_k(k)
@@ -245,8 +260,6 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
     if skipped:
         click.get_current_context().exit(EXIT_SKIPPED)
 
-
-COMMANDS = [index_group, query_command, serve_command]
 
 
 @contextlib.contextmanager
@@ -362,6 +375,8 @@ def _format_info(info: dict[str, Any]) -> str:
 
 
 def _format_cache(cache: dict[str, Any] | None) -> str:
+    from indexer.rerank.cache import size_summary
+
     if cache is None:
         return "none"
     if "error" in cache:

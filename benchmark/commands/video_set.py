@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from retrieval.cli_options import writable_folder
-from retrieval.video.clip import ClipSettings
-from retrieval.video.light import CURVES
+from benchmark.commands.options import writable_folder
+from retrieval.video.settings import CURVES, ClipSettings
 
 EXIT_SKIPPED = 1  # some videos were left out; the rest were written
 

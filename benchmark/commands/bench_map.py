@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from retrieval.cli_options import resolve_device, writable_folder
+from benchmark.commands.options import resolve_device, writable_folder
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.sim.layout import PRESETS
 
@@ -141,8 +141,8 @@ def _method_names(value: str) -> list[str]:
 
 def load_methods(names: list[str], device: str, batch_size: int) -> list[Method]:
     """Every embedder, loaded before any long work so a wrong name fails at once."""
+    from benchmark.commands.support import model_load_errors
     from benchmark.evaluate import Method
-    from indexer.cli_support import model_load_errors
     from retrieval.embed import load_embedder
     from retrieval.model import resolve_checkpoint
 
@@ -157,7 +157,7 @@ def load_methods(names: list[str], device: str, batch_size: int) -> list[Method]
 
 def load_rerank_stage(dense: str, locator: str, device: str, batch_size: int) -> Reranker:
     """The re-ranker, loaded before any long work so a wrong checkpoint fails at once."""
-    from indexer.cli_support import model_load_errors
+    from benchmark.commands.support import model_load_errors
     from retrieval.rerank.dense_checkpoint import DenseCheckpointError
     from retrieval.rerank.reranker import LocatorError, load_reranker
 

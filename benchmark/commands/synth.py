@@ -1,4 +1,4 @@
-"""Commands owned by the `retrieval` package: data synthesis (and, later, training)."""
+"""`blur-retrieval synth`: render a synthetic motion-blur data set."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ from dataclasses import replace
 
 import click
 
-from retrieval.cli_options import parse_size, resolve_device, writable_file, writable_folder
-from retrieval.rerank.dense_cli import train_dense_command
+from benchmark.commands.options import parse_size, resolve_device, writable_file, writable_folder
 from retrieval.sim.layout import PRESETS
-from retrieval.train_cli import train_command
-from retrieval.video_cli import video_set_command
 
 _POSITIVE = click.IntRange(min=1)
 
@@ -65,5 +62,3 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
     if preview_instances:
         click.echo(f"wrote {write_sheet(preview_instances, instance_sheet(config, 0))}")
 
-
-COMMANDS = [synth, train_command, train_dense_command, video_set_command]

@@ -1,8 +1,8 @@
 """The re-ranking side of the index commands: loading the re-ranker for `query --rerank` and
 `index build --dense`, and keeping an index's dense cache in step with `index add`.
 
-Kept apart from `indexer.cli` so the verbs read as plain index work; torch is still imported only
-when a command loads a model.
+Kept apart from `benchmark.commands.index` so the verbs read as plain index work; the dense
+cache is imported when a command uses it, torch only when a command loads a model.
 """
 
 from __future__ import annotations
@@ -12,24 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
-from indexer.cli_support import model_load_errors
-from indexer.index import Hit, RetrievalIndex
-from indexer.metadata import ids_column
-from indexer.rerank.cache import (
-    DenseCacheError,
-    ViewModels,
-    cache_info,
-    cache_items,
-    open_cache,
-    read_cache,
-    view_models,
-)
-from indexer.sources import file_paths, printable
+from benchmark.commands.support import model_load_errors
+from indexer.sources import printable
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 
 if TYPE_CHECKING:
+    from indexer.index import Hit, RetrievalIndex
+    from indexer.rerank.cache import ViewModels
     from retrieval.rerank.reranker import Reranker
 
 DEFAULT_DENSE = SHIPPED_DENSE
@@ -41,6 +31,7 @@ locator_option = click.option("--locator", default=DEFAULT_LOCATOR, show_default
 
 def load_reranker(dense: str, locator: str, device: str) -> tuple[Reranker, ViewModels]:
     """The re-ranker and the identity of its checkpoints (which names the dense views it makes)."""
+    from indexer.rerank.cache import view_models
     from retrieval.rerank.reranker import load_reranker as load
 
     return load(dense, locator, device), view_models(dense, locator)
@@ -64,6 +55,8 @@ def cache_models(index_dir: Path, device: str) -> tuple[Reranker, ViewModels] | 
     """The models that made the index's dense cache, to extend it; None when it has no cache,
     or (with a warning: new images are then described when queried) when they cannot be
     loaded or now hold other weights."""
+    from indexer.rerank.cache import DenseCacheError, open_cache
+
     try:
         cache = open_cache(index_dir)
     except DenseCacheError as error:
@@ -90,6 +83,8 @@ def cache_views(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], ids:
                 items: Sequence[Any], quiet: bool, keep: Sequence[int] = ()) -> None:
     """Store the dense views of `items` (images `ids`) in the index's cache and say its size;
     a cache that cannot be written only warns, as the vectors are already indexed."""
+    from indexer.rerank.cache import DenseCacheError, cache_items
+
     reranker, models = rerank
     try:
         info, failed = cache_items(index.directory, models, reranker, ids, items, keep,
@@ -108,6 +103,12 @@ def cache_index(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], quie
     """Give an index built without `--dense` its cache, or complete one: every indexed file whose
     view the cache lacks (views made by other models are all described again, and views without
     the mirror vector when the re-ranking parameters use one) is described."""
+    import numpy as np
+
+    from indexer.metadata import ids_column
+    from indexer.rerank.cache import read_cache
+    from indexer.sources import file_paths
+
     reranker, models = rerank
     ids = ids_column(index.metadata)
     files = file_paths(index.metadata)
@@ -130,6 +131,8 @@ def cache_index(index: RetrievalIndex, rerank: tuple[Reranker, ViewModels], quie
 
 def dense_cache_info(index_dir: Path) -> dict[str, Any] | None:
     """The dense cache's part of `index info`: None without one, its problem when unreadable."""
+    from indexer.rerank.cache import DenseCacheError, cache_info
+
     try:
         info = cache_info(index_dir)
     except DenseCacheError as error:

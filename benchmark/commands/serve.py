@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from indexer.errors import IndexStoreError
-from indexer.gpu import DEVICES
+from retrieval.devices import DEVICES
 
 EXTRA_HINT = "install the serve extra: pip install -e '.[serve]'"
 

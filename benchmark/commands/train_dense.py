@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from retrieval.cli_options import writable_folder
-from retrieval.rerank.dense_net import DENSE_CROP, STRIDES
+from benchmark.commands.options import writable_folder
+from retrieval.rerank.names import DEFAULT_DIM, DEFAULT_STRIDE, DENSE_CROP, STRIDES
 
 
 @click.command("train-dense")
@@ -19,9 +19,9 @@ from retrieval.rerank.dense_net import DENSE_CROP, STRIDES
 @click.option("--pairs", type=click.IntRange(min=2), default=24, show_default=True,
               help="Image pairs per step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
-@click.option("--dim", type=click.IntRange(min=2), default=32, show_default=True,
+@click.option("--dim", type=click.IntRange(min=2), default=DEFAULT_DIM, show_default=True,
               help="Descriptor size per cell.")
-@click.option("--stride", type=click.Choice([str(s) for s in STRIDES]), default="4",
+@click.option("--stride", type=click.Choice([str(s) for s in STRIDES]), default=str(DEFAULT_STRIDE),
               show_default=True, help="Image pixels of the crop per descriptor cell.")
 @click.option("--crop", type=click.IntRange(min=16), default=DENSE_CROP, show_default=True,
               help="Side in pixels of the object crop described (a multiple of 8).")
