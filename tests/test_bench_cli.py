@@ -22,6 +22,9 @@ def test_bench_sim_reports_rates_and_ratios(tmp_path):
                                        "--seconds", "0.1", "--backbone", "test_byobnet",
                                        "--json", str(out)])
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:2] == ["size", "sim"]  # the table has its header
+    assert lines[-1] == f"wrote {out}"
     row = json.loads(out.read_text())["results"][0]
     assert row["size"] == "32x48"
     forward = row["test_byobnet_forward_img_s"]
@@ -40,6 +43,7 @@ def test_bench_speed_measures_every_stage(tmp_path):
         "--json", str(out),
     ])
     assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == f"wrote {out}"
     report = json.loads(out.read_text())
     embedding = report["embedding"]
     assert embedding["ratio"] == pytest.approx(embedding["embed_files_img_s"] / embedding["forward_img_s"])

@@ -43,3 +43,11 @@ def test_demo_synthesizes_indexes_queries_and_reports(tiny_checkpoints, tmp_path
     assert [m["name"] for m in report["config"]["methods"]] == tiny_checkpoints
     assert list(report["results"]) == tiny_checkpoints
     assert (out / "report" / "map_by_blur_level.png").is_file()
+    written = [line.removeprefix("wrote ") for line in result.output.splitlines()
+               if line.startswith("wrote ")]  # a line for every file written
+    grids = sorted(str(path) for path in (out / "report" / "grids").glob("*.png"))
+    assert grids and set(grids) <= set(written)
+    for name in ("demo_queries.png", "report/report.md", "report/report.json",
+                 "report/map_by_blur_level.png"):
+        assert str(out / name) in written
+    assert len(written) == len(set(written)) == 4 + len(grids)

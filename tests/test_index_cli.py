@@ -104,7 +104,22 @@ def test_query_grid_writes_a_contact_sheet(built: tuple[Path, list[Path]],
     assert result.exit_code == 0, result.output
     with Image.open(out) as sheet:
         assert sheet.size == (5 * 166 + 6, 2 * 184 + 6)  # query + 4 hits per row, 2 rows
-    assert result.output.splitlines()[0] == str(paths[0])
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(paths[0])
+    assert lines[1].split() == ["rank", "score", "id", "path"]  # each query's table has a header
+    assert lines[2].split()[0] == "1" and lines[2].split()[-1] == str(paths[0].resolve())
+    assert lines[-1] == f"wrote {out}"
+
+
+def test_query_grid_under_json_says_what_it_wrote_on_stderr(built: tuple[Path, list[Path]],
+                                                            tmp_path: Path) -> None:
+    index_dir, paths = built
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(cli.query_command, [str(index_dir), str(paths[0]), "-k", "2",
+                                                    "--json", "--grid", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["results"]) == 1  # stdout holds the JSON alone
+    assert result.stderr.splitlines() == [f"wrote {out}"] and out.is_file()
 
 
 def test_add_remove_and_info(built: tuple[Path, list[Path]], tmp_path: Path) -> None:

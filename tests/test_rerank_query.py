@@ -134,9 +134,11 @@ def test_text_and_grid_show_the_reranked_order(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli.query_command, [str(index_dir), str(query), "-k", "2",
                                                     "--rerank", "6", "--grid", str(tmp_path / "g.png")])
     assert result.exit_code == 0, result.output
-    first = result.stdout.splitlines()[1]
-    assert "inliers" in first and first.endswith(str(paths[3].resolve()))
-    assert (tmp_path / "g.png").is_file()
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == ["rank", "score", "rerank", "appearance", "inliers", "id", "path"]
+    first = lines[2].split()
+    assert first[0] == "1" and int(first[4]) > 0 and first[-1] == str(paths[3].resolve())
+    assert lines[-1] == f"wrote {tmp_path / 'g.png'}" and (tmp_path / "g.png").is_file()
 
 
 def test_a_query_the_dense_stage_cannot_read_keeps_the_global_ranking(

@@ -63,6 +63,7 @@ def bench_sim(sizes, batch, seconds, backbone, device, json_path):
             "device": device, "batch": batch, "seconds": seconds, "backbone": backbone,
             "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "results": rows,
         })
+        click.echo(f"wrote {json_path}")
 
 
 
@@ -99,6 +100,7 @@ def bench_index(count, dim, queries, k, factories, brute_force_queries, threads,
     click.echo(format_summary(report))
     if json_path:
         write_json_atomic(json_path, report)
+        click.echo(f"wrote {json_path}")
 
 
 @bench.command("speed")
@@ -168,6 +170,7 @@ def bench_speed(model, batch_size, images, vectors, seconds, queries, workers, d
             "batch_size": batch_size, "torch_threads": torch.get_num_threads(), "query": query,
             "simulator": simulator, "embedding": embedding, "index": index,
         })
+        click.echo(f"wrote {json_path}")
 
 
 def _query_line(query: dict, vectors: int) -> str:

@@ -126,7 +126,9 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
     report["files"] = {"plot": PLOT_NAME, "grids": {str(k): v for k, v in grids.items()}}
     json_path, markdown_path = write_report(out, report)
     click.echo(terminal_table(report, "map100"))
-    click.echo(f"wrote {markdown_path}, {json_path} and {out / PLOT_NAME}")
+    for written in [markdown_path, json_path, out / PLOT_NAME,
+                    *(out / path for by_method in grids.values() for path in by_method.values())]:
+        click.echo(f"wrote {written}")
     return report
 
 

@@ -36,8 +36,8 @@ def _synthesize(folder: Path, seed: int, device: str, progress: bool) -> Path:
 
 def _index_and_query(manifest: Path, out: Path, model: str, embedder, progress: bool) -> Path:
     """Index the database + distractors, search one query per blur level, draw the grid
-    (each query captioned with its blur level and severity, hits framed green when they show
-    the query's instance, red otherwise)."""
+    (each query captioned with its blur level and blur severity, hits framed green when they
+    show the query's instance, red otherwise)."""
     import pyarrow.compute as pc
 
     from indexer.api import Source, build_index, open_index, source_from_manifest
@@ -68,7 +68,7 @@ def _index_and_query(manifest: Path, out: Path, model: str, embedder, progress: 
         rows.append(GridRow(
             query=str(everything.items[picked[result.item]].path),
             hits=[(hit.path, hit.score) for hit in result.hits],
-            caption=f"BL{query['blur_level']}  BS {query['blur_severity']:.2f}",
+            caption=f"blur level {query['blur_level']}, severity {query['blur_severity']:.2f}",
             correct=[hit.row.get("instance") == query["instance"] for hit in result.hits]))
     grid = out / "demo_queries.png"
     draw_grid(rows, grid, thumb=128, max_hits=5)
@@ -94,7 +94,8 @@ def demo_command(out_dir, seed, device, methods, quiet):
     loaded = load_methods(names, device, batch_size=64)
     click.echo(f"1/3 synthesizing a benchmark set in {out / 'data'}")
     manifest = _synthesize(out / "data", seed, device, progress)
-    click.echo(f"2/3 indexing it with {names[0]} and querying one blurry image per blur level")
+    click.echo(f"2/3 indexing it with {names[0]} in {out / 'index'} and querying one blurry "
+               "image per blur level")
     grid = _index_and_query(manifest, out, names[0], loaded[0].embedder, progress)
     click.echo(f"wrote {grid}")
     click.echo("3/3 mAP@100 by blur level")

@@ -257,6 +257,8 @@ def query_command(index_dir: Path, queries: tuple[str, ...], k: int, as_json: bo
     if grid_error is not None:  # the answers are printed: only the sheet is missing
         click.echo(f"Error: {grid_error}", err=True)
         click.get_current_context().exit(2)
+    if grid is not None and sheet:  # on stderr under --json, so stdout stays JSON
+        click.echo(printable(f"wrote {grid}"), err=as_json)
     if skipped:
         click.get_current_context().exit(EXIT_SKIPPED)
 
@@ -314,18 +316,22 @@ def _expand_queries(queries: Sequence[str]
 
 def _print_answers(answered: list[tuple[str, list[dict[str, Any]], str | None]],
                    skipped: list[tuple[int, str, str]]) -> None:
+    """Each query's path, then a table of its hits under a header line."""
     for query, hits, note in answered:
         click.echo(printable(query))
         if note is not None:
             click.echo(printable(f"  re-ranking skipped: {note}"))
+        reranked = any("rerank_score" in hit for hit in hits)
+        if hits:
+            verified = f"  {'rerank':>6}  {'appearance':>10}  {'inliers':>7}" if reranked else ""
+            click.echo(f"  {'rank':>4}  {'score':>6}{verified}  {'id':<8} path")
         for hit in hits:
             verified = ""
-            if "rerank_score" in hit:
+            if reranked:
                 inliers = "-" if hit["verified_inliers"] is None else hit["verified_inliers"]
                 appearance = "-" if hit["appearance"] is None else f"{hit['appearance']:.4f}"
-                verified = (f"  rerank {hit['rerank_score']:.4f}  appearance {appearance:>6}"
-                            f"  inliers {inliers:>4}")
-            click.echo(f"  {hit['rank']:>4}  {hit['score']:.4f}{verified}  id {hit['id']:<8} "
+                verified = f"  {hit['rerank_score']:.4f}  {appearance:>10}  {inliers:>7}"
+            click.echo(f"  {hit['rank']:>4}  {hit['score']:.4f}{verified}  {hit['id']:<8} "
                        f"{hit['path']}")
     for _, _, error in skipped:  # messages name their file
         click.echo(f"skipped: {printable(error)}", err=True)

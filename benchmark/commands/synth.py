@@ -38,7 +38,7 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
           splits, preview, preview_instances, device, batch_size, quiet):
     """Render a synthetic motion-blur data set into OUT_DIR (PNGs + manifest.parquet)."""
     from retrieval.sim.preview import instance_sheet, preview_sheet, write_sheet
-    from retrieval.synth import synthesize
+    from retrieval.synth import SETTINGS_NAME, synthesize
 
     chosen = PRESETS[preset]
     overrides = {
@@ -57,6 +57,7 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
     manifest = synthesize(out_dir, chosen, config, virtual=virtual, device=device,
                           batch_size=batch_size, progress=not quiet, splits=chosen_splits)
     click.echo(f"wrote {manifest}")
+    click.echo(f"wrote {manifest.parent / SETTINGS_NAME}")
     if preview:
         click.echo(f"wrote {write_sheet(preview, preview_sheet(config, 0, 0, 0))}")
     if preview_instances:

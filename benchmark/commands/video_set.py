@@ -44,7 +44,7 @@ def video_set_command(videos, out_dir, max_frames, segments, long_side, threshol
     are images of rising blur, labelled by the simulator's blur level of the averaged object
     mask. Exits 1 when some videos were skipped (each is named on stderr; the rest are written).
     """
-    from retrieval.video.build import build_video_set
+    from retrieval.video.build import SETTINGS_NAME, build_video_set
     from retrieval.video.decode import VideoError, require_pyav
 
     try:
@@ -60,5 +60,6 @@ def video_set_command(videos, out_dir, max_frames, segments, long_side, threshol
     if result.manifest is None:
         raise click.ClickException("no video could be used; nothing written")
     click.echo(f"wrote {result.manifest} ({result.rows} images)")
+    click.echo(f"wrote {out_dir / SETTINGS_NAME}")
     if result.skipped:
         click.get_current_context().exit(EXIT_SKIPPED)

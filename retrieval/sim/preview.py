@@ -16,7 +16,8 @@ _LABEL_HEIGHT = 14
 
 
 def preview_sheet(config: SimConfig, category: int, instance: int, trajectory: int) -> Image.Image:
-    """Tiles left to right by exposure, each captioned with its exposure and blur level."""
+    """Tiles left to right by exposure, each captioned with its exposure (e=), blur level and
+    blur severity."""
     request = RenderRequest(category, instance, trajectory, tuple(range(config.exposures)))
     images = render_trajectories(config, [request])[0]
     columns = min(config.exposures, 6)
@@ -29,7 +30,7 @@ def preview_sheet(config: SimConfig, category: int, instance: int, trajectory: i
         severity = blur_severity(rendered.alpha)
         x, y = (exposure % columns) * tile_w, (exposure // columns) * tile_h
         sheet.paste(Image.fromarray(rendered.image), (x, y + _LABEL_HEIGHT))
-        caption = f"e={exposure} BL {blur_level(severity)} BS {severity:.2f}"
+        caption = f"e={exposure} level {blur_level(severity)} severity {severity:.2f}"
         draw.text((x + 2, y + 1), caption, fill=(0, 0, 0))
     return sheet
 
