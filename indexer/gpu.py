@@ -2,6 +2,11 @@
 
 The CPU index stays the one source of truth (it is what gets saved); GPU copies are disposable.
 FAISS GPU kernels cap k and nprobe at 2048, so larger requests run on the CPU with a warning.
+
+Which FAISS is installed decides everything here: the default install is faiss-cpu (no GPU code
+at all), the `[gpu]` extra adds faiss-gpu. Both wheels ship the same `faiss` module, so a machine
+may hold a CPU binary even with faiss-gpu listed; `has_gpu_build` looks at the loaded module
+itself, and every GPU path is reached only through `resolve_device`, which answers 'cpu' then.
 """
 
 from __future__ import annotations
@@ -29,8 +34,25 @@ GPU_MAX_NPROBE = 2048
 FLOAT16_MIN_RECALL = 0.99
 
 
+GPU_INSTALL_HINT = ("install FAISS's GPU build: pip install -e '.[gpu]' && "
+                    "pip install --force-reinstall --no-deps 'faiss-gpu>=1.15'")
+
+
+def has_gpu_build() -> bool:
+    """Whether the loaded FAISS has GPU code (faiss-gpu), whatever pip lists as installed."""
+    return all(hasattr(faiss, name) for name in ("get_num_gpus", "GpuMultipleClonerOptions",
+                                                 "index_cpu_to_all_gpus"))
+
+
 def gpu_count() -> int:
-    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    """GPUs FAISS can use: 0 with a CPU-only build, or when the GPU build finds no device."""
+    if not has_gpu_build():
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except RuntimeError as error:  # a GPU build without a working CUDA driver
+        LOG.warning("FAISS cannot count GPUs (%s); using the CPU", error)
+        return 0
 
 
 def resolve_device(device: str) -> str:
@@ -42,6 +64,9 @@ def resolve_device(device: str) -> str:
     try:
         return choose_device(device, gpu_count() > 0, backend="FAISS")
     except DeviceUnavailableError as error:
+        if device == "cuda" and not has_gpu_build():
+            raise DeviceError(f"{error}: the installed FAISS is a CPU-only build; "
+                              f"{GPU_INSTALL_HINT}") from error
         raise DeviceError(str(error)) from error
 
 
@@ -82,7 +107,7 @@ def gpu_clustering(index: faiss.Index) -> Iterator[None]:
         return
     try:
         assigner = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
-    except RuntimeError as error:
+    except (RuntimeError, AttributeError, NameError) as error:  # no GPU, or a CPU-only build
         LOG.warning("cannot train on GPU (%s); training on CPU", error)
         yield
         return

@@ -10,8 +10,9 @@
 #
 #   bash scripts/bench_map_1m_gpu.sh                 # OUT, DISTRACTORS, METHODS, BIN overridable
 #
-# Set-up on a fresh GPU machine: `python3 -m venv .venv && .venv/bin/pip install -e .` (faiss
-# comes from the faiss-gpu wheel). On a CPU-only machine, use DEVICE=cpu WORKERS=0: 100,000
+# Set-up on a fresh GPU machine: `python3 -m venv .venv && .venv/bin/pip install -e '.[gpu]' &&
+# .venv/bin/pip install --force-reinstall --no-deps 'faiss-gpu>=1.15'` (the default install has
+# faiss-cpu, whose files pip may write over faiss-gpu's: the reinstall puts the GPU build back). On a CPU-only machine, use DEVICE=cpu WORKERS=0: 100,000
 # distractors took 61 min on 2 cores (docs/results.md), so 1,000,000 would take about 7 hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,7 +14,7 @@ from indexer import gpu
 from indexer.api import build_index, open_index
 from indexer.errors import DeviceError
 
-HAS_GPU = faiss.get_num_gpus() > 0
+HAS_GPU = gpu.gpu_count() > 0
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="FAISS sees no GPU")
 needs_no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU fallback")
 
@@ -33,6 +33,40 @@ def test_without_gpu_auto_means_cpu_and_cuda_is_an_error() -> None:
     assert gpu.resolve_device("auto") == "cpu"
     with pytest.raises(DeviceError, match="no GPU"):
         gpu.resolve_device("cuda")
+
+
+@pytest.fixture()
+def cpu_only_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The faiss-cpu wheel: no GPU classes at all (its get_num_gpus exists and answers 0)."""
+    for name in ("GpuMultipleClonerOptions", "index_cpu_to_all_gpus"):
+        monkeypatch.delattr(faiss, name, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+
+
+def test_a_cpu_only_faiss_falls_back_to_the_cpu(cpu_only_faiss: None, tmp_path: Path) -> None:
+    assert not gpu.has_gpu_build() and gpu.gpu_count() == 0
+    assert gpu.resolve_device("auto") == "cpu"
+    with pytest.raises(DeviceError, match=r"CPU-only build.*\[gpu\]"):
+        gpu.resolve_device("cuda")
+    build_index(virtual_source(300), FakeEmbedder(dim=16), tmp_path / "idx", device="auto",
+                exact_threshold=100, progress=False)
+    queries = FakeEmbedder(dim=16).vectors_of([{"row": 7}])
+    assert open_index(tmp_path / "idx", device="auto").search_vectors(queries, k=3)[1][0, 0] == 7
+
+
+def test_gpu_clustering_without_gpu_code_trains_on_the_cpu(cpu_only_faiss: None) -> None:
+    index = faiss.index_factory(8, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT)
+    with gpu.gpu_clustering(index):
+        index.train(np.random.default_rng(0).standard_normal((400, 8), dtype=np.float32))
+    assert index.is_trained
+
+
+def test_the_default_install_is_faiss_cpu_and_faiss_gpu_an_extra() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    names = [requirement.split(">")[0].split(";")[0].strip() for requirement in project["dependencies"]]
+    assert "faiss-cpu" in names and "faiss-gpu" not in names
+    assert any(r.startswith("faiss-gpu") for r in project["optional-dependencies"]["gpu"])
 
 
 @pytest.mark.parametrize(("k", "nprobe", "problem"), [
