@@ -91,7 +91,8 @@ def training_precision(requested: str, device: torch.device) -> str:
     bfloat16 on a CPU is a choice, not the default: on the 2-core CPU here (AVX512-BF16) it made
     a 400-step `blur-aware` run 1.34x faster (190.7 against 142.5 images/s), but its validation
     mAP@100 was 6.4 % against 7.1 % in float32 (one seed each), so it wins per minute, not per
-    step (the README's hour budget uses it for that). Weights and optimiser state stay float32
+    step (the shipped models' hour of training uses it for that: docs/results.md, "The shipped
+    models" and "What the budget is worth"). Weights and optimiser state stay float32
     either way, and a model embeds in `autocast`'s precision whichever way it was trained.
     """
     if requested not in PRECISIONS:

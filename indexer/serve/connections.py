@@ -62,7 +62,8 @@ class HeadDeadlineProtocol(H11Protocol):
 
 
 def uvicorn_settings() -> dict[str, Any]:
-    """The connection limits `serve` passes to `uvicorn.run` (README, "Serve over HTTP")."""
+    """The connection limits `serve` passes to `uvicorn.run` (docs/method.md, "The HTTP server",
+    the Limits item)."""
     return {
         "http": HeadDeadlineProtocol,
         "timeout_keep_alive": KEEP_ALIVE_S,

@@ -5,7 +5,7 @@ preset asks for, so test instances of one preset are never training instances of
 another (the shipped models are trained on `train` instances only). For test
 instances the trajectories are split into query and database trajectories; which
 exposures become queries or database images depends on rendered blur levels and is
-decided in `synth.py` with `select_query_exposures` / `select_database_exposure`.
+decided in `retrieval/synth.py` with `select_query_exposures` / `select_database_exposure` (below).
 """
 
 from __future__ import annotations
