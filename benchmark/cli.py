@@ -5,3 +5,6 @@ earlier `pip install -e .` (which imports `benchmark.cli:main`) still starts; th
 from benchmark.commands.main import main
 
 __all__ = ["main"]
+
+if __name__ == "__main__":  # `python -m benchmark.cli` keeps running the commands too
+    main()
