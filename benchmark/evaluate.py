@@ -107,7 +107,8 @@ def _run_method(bench: BenchmarkSet, name: str, queries: np.ndarray, database: n
     exact = exact_search(queries, database, labels, bench.database_labels, RANK_DEPTH,
                          valid=valid, progress=progress, desc=f"search {name}", tie_keys=tie_keys)
     evaluation.timings[f"exact search: {name}"] = time.perf_counter() - started
-    chosen = EXACT_FACTORY if factory == EXACT else resolve_factory(factory, int(valid.sum()))
+    chosen = EXACT_FACTORY if factory == EXACT else resolve_factory(factory, int(valid.sum()),
+                                                                       dim=database.shape[1])
     approximate = chosen not in EXACT_FACTORIES
     ranked_ids, ranked_scores, tuned = exact.top_ids, exact.top_scores, {}
     if approximate:

@@ -144,6 +144,7 @@ def build_index_from_vectors(kind: str, vectors: np.ndarray, device: str,
     figures = {
         "factory": factory,
         "nprobe": tuned.get("nprobe"),
+        "k_factor": tuned.get("k_factor"),
         "tuned_recall": tuned.get("recall"),
         "train_seconds": train_seconds,
         "add_seconds": add_seconds,
@@ -272,23 +273,26 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = [
         f"{config['n']:,} vectors x {config['dim']} dims, {config['queries']} queries, "
         f"k={config['k']}, device {config['device']}, {config['omp_threads']} FAISS threads",
-        f"{'index':<10} {'factory':<16} {'nprobe':>6} {'train s':>8} {'add s':>7} {'tune s':>7} "
+        f"{'index':<10} {'factory':<34} {'nprobe/kf':>9} {'train s':>8} {'add s':>7} {'tune s':>7} "
         f"{'size MB':>8} {'RSS MB':>7} {'QPS':>9} {'p50 ms':>8} {'p99 ms':>8} {'recall':>7}",
     ]
     for name, row in report["indexes"].items():
         rss = "n/a" if row["rss_delta_bytes"] is None else f"{row['rss_delta_bytes'] / 2**20:.0f}"
         nprobe = "-" if row["nprobe"] is None else str(row["nprobe"])
+        if row.get("k_factor") is not None:
+            nprobe += f"/{row['k_factor']}"
         lines.append(
-            f"{name:<10} {row['factory']:<16} {nprobe:>6} {row['train_seconds']:>8.1f} "
+            f"{name:<10} {row['factory']:<34} {nprobe:>9} {row['train_seconds']:>8.1f} "
             f"{row['add_seconds']:>7.1f} {row['tune_seconds']:>7.1f} "
             f"{row['index_bytes'] / 2**20:>8.0f} {rss:>7} {row['batch_qps']:>9.1f} "
             f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['recall']:>7.4f}"
         )
+    lines += versus_exact_lines(report["indexes"])
     brute = report["brute_force"]
     if brute is None:
         return "\n".join(lines)
     lines.append(
-        f"{'brute':<10} {'matmul+argsort':<16} {'-':>6} {'':>8} {'':>7} {'':>7} {'':>8} {'':>7} "
+        f"{'brute':<10} {'matmul+argsort':<34} {'-':>9} {'':>8} {'':>7} {'':>7} {'':>8} {'':>7} "
         f"{brute['single_qps']:>9.1f} {brute['p50_ms']:>8.2f} {brute['p99_ms']:>8.2f} "
         f"{brute['recall']:>7.4f}   ({brute['queries']} queries)"
     )
@@ -301,6 +305,20 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{verdict} (needs {MIN_SPEEDUP:.0f}x both and recall >= {TARGET_RECALL})"
         )
     return "\n".join(lines)
+
+
+def versus_exact_lines(indexes: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per index against exact search measured in the same run (when it was)."""
+    exact = indexes.get(EXACT)
+    if exact is None:
+        return []
+    return [
+        f"{name} vs exact ({exact['factory']}): {row['batch_qps'] / exact['batch_qps']:.1f}x batch QPS, "
+        f"build {row['build_seconds']:.1f} s vs {exact['build_seconds']:.1f} s, size "
+        f"{row['index_bytes'] / 2**20:.0f} vs {exact['index_bytes'] / 2**20:.0f} MB, "
+        f"recall {row['recall']:.4f}"
+        for name, row in indexes.items() if name != EXACT
+    ]
 
 
 def _check_arguments(n: int, dim: int, queries: int, k: int, factories: Sequence[str],

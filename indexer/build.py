@@ -53,7 +53,7 @@ def build_faiss_index(vectors: np.ndarray, ids: np.ndarray, factory: str, device
     exactly what users get.
     """
     faiss_index, factory_used = create_index(
-        resolve_factory(factory, len(vectors), exact_threshold), vectors.shape[1]
+        resolve_factory(factory, len(vectors), exact_threshold, vectors.shape[1]), vectors.shape[1]
     )
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -90,7 +90,8 @@ def build_index(
     """Embed `source` (resumably), build and tune the index, and save it in `out_dir`.
 
     `factory` is a FAISS factory string or "auto" (exact up to `exact_threshold` vectors,
-    IVF above, with nprobe tuned to recall@100 >= 0.95). `model_name` is recorded so that
+    IVF with fast-scan PQ and a refine stage above, nprobe and k_factor tuned to
+    recall@100 >= 0.95). `model_name` is recorded so that
     later commands can load the same model. A build in which no item embeds leaves nothing
     behind: no shards, and no `out_dir` if this call created it.
     """

@@ -33,7 +33,7 @@ from indexer.errors import (
 from indexer.factory import factory_mismatch
 from indexer.shards import DEFAULT_SHARD_SIZE, discard_builds, embed_in_shards
 from indexer.sources import Source, check_metadata, file_path
-from indexer.tuning import set_nprobe
+from indexer.tuning import set_k_factor, set_nprobe
 from indexer.vectors import add_in_chunks, validated_vectors
 
 LOG = logging.getLogger(__name__)
@@ -144,7 +144,13 @@ class RetrievalIndex:
                 f"{self.directory}: queries must have shape (n, {self.dim}), got {queries.shape}"
             )
         self.check_k(k)
-        return self._searcher(k).search(queries, k)
+        # A refine stage re-scores k_factor * k candidates, with k_factor tuned at recall_k; a
+        # smaller k keeps the candidates of recall_k so that its recall is not lower.
+        wide = min(max(k, int(self._manifest.tuned.get("recall_k", k))), self.count)
+        if "k_factor" not in self._manifest.tuned or wide == k:
+            return self._searcher(k).search(queries, k)
+        scores, ids = self._searcher(wide).search(queries, wide)
+        return np.ascontiguousarray(scores[:, :k]), np.ascontiguousarray(ids[:, :k])
 
     def search_images(self, items: Sequence[Any], embedder: EmbedderLike, k: int,
                       progress: bool = False) -> ImageSearch:
@@ -367,5 +373,7 @@ def open_index(directory: str | Path, mmap: bool = True, device: str = "auto") -
     _check_agreement(Path(directory), manifest, faiss_index, table)
     if "nprobe" in manifest.tuned:
         set_nprobe(faiss_index, manifest.tuned["nprobe"])
+    if "k_factor" in manifest.tuned:
+        set_k_factor(faiss_index, manifest.tuned["k_factor"])
     return RetrievalIndex(directory, faiss_index, table, manifest, read_only=mmap,
                           memory_mapped=mapped, device=device)

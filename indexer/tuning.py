@@ -63,27 +63,78 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, found_scores: np.ndarray |
     return float((hits & (found >= 0)).sum() / truth.size)
 
 
+# A refine stage re-scores k_factor * k candidates exactly; nprobe is tuned at the largest factor,
+# then the factor is lowered while the recall holds.
+K_FACTORS = (16, 8, 4, 2, 1)
+
+
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
     faiss.extract_index_ivf(index).nprobe = int(nprobe)
+
+
+def refine_stage(index: faiss.Index) -> faiss.IndexRefine | None:
+    """The refine stage of `index` (under an id map or transforms), or None."""
+    node = faiss.downcast_index(index)
+    while True:
+        if isinstance(node, faiss.IndexRefine):
+            return node
+        if isinstance(node, faiss.IndexIDMap | faiss.IndexPreTransform):
+            node = faiss.downcast_index(node.index)
+        else:
+            return None
+
+
+def set_k_factor(index: faiss.Index, k_factor: int) -> None:
+    refine_stage(index).k_factor = float(k_factor)
+
+
+def nprobe_steps(nlist: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to and including `nlist`: steps of about 1.4x."""
+    steps, power = [], 1
+    while power < nlist:
+        steps += [power] + ([power * 3 // 2] if power > 1 else [])
+        power *= 2
+    return sorted({step for step in steps if step < nlist} | {nlist})
 
 
 def tune_nprobe(index: faiss.Index, truth: np.ndarray, queries: np.ndarray,
                 target: float = TARGET_RECALL, cutoff_scores: np.ndarray | None = None
                 ) -> tuple[int, float]:
-    """Smallest power-of-two nprobe whose recall reaches `target` (or all lists if none does).
+    """Smallest nprobe of `nprobe_steps` whose recall reaches `target` (or all lists if none does).
 
     Leaves `index` set to the chosen nprobe and returns it with the recall measured there
     (tie-tolerant when the exact k-th scores `cutoff_scores` are given, see `recall_at_k`).
     """
-    nlist = faiss.extract_index_ivf(index).nlist
-    nprobe = 1
-    while True:
+    for nprobe in nprobe_steps(faiss.extract_index_ivf(index).nlist):
+        recall = _recall_with(index, truth, queries, cutoff_scores, nprobe=nprobe)
+        if recall >= target:
+            break
+    return nprobe, recall
+
+
+def tune_k_factor(index: faiss.Index, truth: np.ndarray, queries: np.ndarray, target: float,
+                  cutoff_scores: np.ndarray | None, recall: float) -> tuple[int, float]:
+    """The smallest of `K_FACTORS` that keeps recall >= `target` at the index's current nprobe
+    (the largest when even that misses it); `recall` is the one measured at the largest."""
+    chosen = K_FACTORS[0], recall
+    for k_factor in K_FACTORS[1:]:
+        lower = _recall_with(index, truth, queries, cutoff_scores, k_factor=k_factor)
+        if lower < target:
+            break
+        chosen = k_factor, lower
+    set_k_factor(index, chosen[0])
+    return chosen
+
+
+def _recall_with(index: faiss.Index, truth: np.ndarray, queries: np.ndarray,
+                 cutoff_scores: np.ndarray | None, nprobe: int | None = None,
+                 k_factor: int | None = None) -> float:
+    if nprobe is not None:
         set_nprobe(index, nprobe)
-        scores, found = index.search(queries, truth.shape[1])
-        recall = recall_at_k(found, truth, None if cutoff_scores is None else scores, cutoff_scores)
-        if recall >= target or nprobe >= nlist:
-            return nprobe, recall
-        nprobe = min(nprobe * 2, nlist)
+    if k_factor is not None:
+        set_k_factor(index, k_factor)
+    scores, found = index.search(queries, truth.shape[1])
+    return recall_at_k(found, truth, None if cutoff_scores is None else scores, cutoff_scores)
 
 
 def tune_index(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray,
@@ -97,12 +148,17 @@ def tune_index(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray,
     exact_scores, truth = exact_top_k(vectors, ids, queries, k)
     cutoff = exact_scores[:, -1]
     tuned: dict[str, Any] = {"recall_k": k, "queries": len(queries), "measured_on": len(vectors)}
+    refines = refine_stage(index) is not None
+    if refines:
+        set_k_factor(index, K_FACTORS[0])
     if faiss.try_extract_index_ivf(index) is not None:
         nprobe, recall = tune_nprobe(index, truth, queries, target, cutoff)
         tuned.update(nprobe=nprobe, target=target)
     else:
-        scores, found = index.search(queries, k)
-        recall = recall_at_k(found, truth, scores, cutoff)
+        recall = _recall_with(index, truth, queries, cutoff)
+    if refines:
+        k_factor, recall = tune_k_factor(index, truth, queries, target, cutoff, recall)
+        tuned.update(k_factor=k_factor, target=target)
     tuned["recall"] = recall
     return tuned
 

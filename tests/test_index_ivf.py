@@ -12,14 +12,26 @@ from fakes import FakeEmbedder, random_unit_vectors, virtual_source
 
 from benchmark.commands.index import index_group
 from indexer.api import build_index, open_index
-from indexer.errors import InvalidFactoryError
-from indexer.factory import auto_factory, create_index, ivf_list_count, training_positions
+from indexer.errors import InvalidFactoryError, UnsupportedOperationError
+from indexer.factory import (
+    auto_factory,
+    create_index,
+    ivf_list_count,
+    pq_subquantizers,
+    training_positions,
+)
 from indexer.tuning import (
+    K_FACTORS,
     exact_neighbours,
     exact_top_k,
+    nprobe_steps,
     recall_at_k,
+    refine_stage,
     sample_queries,
+    set_k_factor,
+    set_nprobe,
     tune_index,
+    tune_k_factor,
     tune_nprobe,
 )
 
@@ -37,10 +49,10 @@ def ivf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_auto_builds_a_tuned_ivf_index_above_the_threshold(ivf_dir: Path) -> None:
     index = open_index(ivf_dir)
     info = index.info()
-    assert info["factory"] == "IVF512,Flat"
+    assert info["factory"] == "IDMap2,IVF512,PQ8x4fs,RFlat"
     tuned = info["tuned"]
     assert tuned["recall"] >= 0.95 and tuned["recall_k"] == 100 and tuned["queries"] == 1000
-    assert tuned["nprobe"] in {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+    assert tuned["nprobe"] in nprobe_steps(512) and tuned["k_factor"] in K_FACTORS
 
 
 def test_stored_recall_holds_on_fresh_queries(ivf_dir: Path) -> None:
@@ -67,8 +79,12 @@ def test_ivf_finds_database_vectors_and_supports_removal(ivf_dir: Path, tmp_path
     _, ids = open_index(ivf_dir).search_vectors(
         embedder.vectors_of([{"row": r} for r in rows]), k=1)
     assert ids[:, 0].tolist() == rows
+    with pytest.raises(UnsupportedOperationError, match=r"'IDMap2,IVF512,PQ8x4fs,RFlat' index cannot"):
+        open_index(ivf_dir, mmap=False).remove(ids=rows[:3])  # the refine stage cannot
 
-    index = open_index(ivf_dir, mmap=False)
+    build_index(virtual_source(3_000), FakeEmbedder(dim=DIM), tmp_path / "flat-ivf",
+                factory="IVF16,Flat", progress=False)
+    index = open_index(tmp_path / "flat-ivf", mmap=False)
     index.remove(ids=rows[:3])
     _, ids = index.search_vectors(embedder.vectors_of([{"row": r} for r in rows[:3]]), k=5)
     assert not set(rows[:3]) & set(ids.ravel().tolist())
@@ -79,11 +95,49 @@ def test_ivf_index_is_memory_mapped(ivf_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(("n", "expected"), [
-    (1, "IDMap2,Flat"), (100_000, "IDMap2,Flat"), (100_001, "IVF1024,Flat"),
-    (1_000_000, "IVF4096,Flat"), (3_000_000, "IVF8192,SQ8"),
+    (1, "IDMap2,Flat"), (100_000, "IDMap2,Flat"), (100_001, "IDMap2,IVF1024,PQ64x4fs,RFlat"),
+    (1_000_000, "IDMap2,IVF4096,PQ64x4fs,RFlat"), (3_000_000, "IDMap2,IVF8192,PQ64x4fs,Refine(SQ8)"),
 ])
 def test_auto_factory_by_size(n: int, expected: str) -> None:
     assert auto_factory(n) == expected
+
+
+@pytest.mark.parametrize(("dim", "subquantizers"), [(128, 64), (48, 24), (7, 1), (1, 1), (9, 3)])
+def test_pq_codes_cut_vectors_into_pairs_where_the_dimension_allows(dim: int, subquantizers: int
+                                                                     ) -> None:
+    assert pq_subquantizers(dim) == subquantizers
+    assert auto_factory(200_000, dim=dim) == f"IDMap2,IVF2048,PQ{subquantizers}x4fs,RFlat"
+
+
+def test_nprobe_steps_grow_by_about_a_factor_of_1_4_up_to_every_list() -> None:
+    assert nprobe_steps(64) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
+    assert nprobe_steps(1) == [1] and nprobe_steps(5) == [1, 2, 3, 4, 5]
+
+
+def test_a_refine_stage_is_wrapped_for_ids_and_its_k_factor_is_tuned_and_reloaded(ivf_dir: Path
+                                                                                   ) -> None:
+    index, used = create_index("IVF4,PQ4x4fs,RFlat", 8)
+    assert used == "IDMap2,IVF4,PQ4x4fs,RFlat" and isinstance(index, faiss.IndexIDMap2)
+    tuned = open_index(ivf_dir).info()["tuned"]
+    assert refine_stage(open_index(ivf_dir)._cpu).k_factor == tuned["k_factor"]
+
+
+def test_the_smallest_k_factor_that_keeps_the_recall_is_chosen() -> None:
+    vectors = random_unit_vectors(4_000, 16, seed=5)
+    index, _ = create_index("IVF8,PQ4x4fs,RFlat", 16)
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(4_000))
+    queries = vectors[:100]
+    scores, truth = exact_top_k(vectors, np.arange(4_000), queries, 20)
+    set_nprobe(index, 8)  # every list: only the codes and the refine stage lose neighbours
+    set_k_factor(index, K_FACTORS[0])
+    top = recall_at_k(index.search(queries, 20)[1], truth)
+    k_factor, recall = tune_k_factor(index, truth, queries, 0.9, None, top)
+    assert recall >= 0.9 and refine_stage(index).k_factor == k_factor
+    if k_factor > 1:
+        smaller = K_FACTORS[K_FACTORS.index(k_factor) + 1]
+        set_k_factor(index, smaller)
+        assert recall_at_k(index.search(queries, 20)[1], truth) < 0.9
 
 
 @pytest.mark.parametrize(("n", "nlist"), [(20_000, 512), (1_001, 16), (39, 1), (1, 1)])
@@ -173,5 +227,5 @@ def test_tuning_stops_at_all_lists_when_the_target_is_out_of_reach() -> None:
 def test_info_command_shows_the_measured_recall(ivf_dir: Path) -> None:
     tuned = open_index(ivf_dir).info()["tuned"]
     text = CliRunner().invoke(index_group, ["info", str(ivf_dir)]).output
-    assert (f"nprobe {tuned['nprobe']}, recall@100 {tuned['recall']:.3f} on 1000 queries "
-            "(measured at 20000 vectors)") in text
+    assert (f"nprobe {tuned['nprobe']}, k_factor {tuned['k_factor']}, "
+            f"recall@100 {tuned['recall']:.3f} on 1000 queries (measured at 20000 vectors)") in text

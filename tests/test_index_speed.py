@@ -28,7 +28,14 @@ from benchmark.index_speed import (
 )
 from indexer.build import build_faiss_index
 from indexer.factory import EXACT_FACTORY, auto_factory
-from indexer.tuning import TARGET_RECALL, exact_neighbours, set_nprobe, tune_nprobe
+from indexer.tuning import (
+    K_FACTORS,
+    TARGET_RECALL,
+    exact_neighbours,
+    nprobe_steps,
+    set_nprobe,
+    tune_nprobe,
+)
 
 N, DIM, QUERIES, THRESHOLD = 20_000, 32, 100, 1_000
 ROW_BYTES = 4 * DIM + 8  # a float32 vector and its int64 id
@@ -70,17 +77,21 @@ def test_report_describes_the_run_and_survives_json(report: dict) -> None:
 def test_each_index_is_built_the_way_index_build_would(report: dict) -> None:
     exact, auto = report["indexes"]["exact"], report["indexes"]["auto"]
     assert exact["factory"] == EXACT_FACTORY and exact["nprobe"] is None
-    assert auto["factory"] == auto_factory(N, THRESHOLD) == "IVF512,Flat"
-    assert auto["nprobe"] in {2 ** p for p in range(10)} and auto["tuned_recall"] >= 0.95
+    assert auto["factory"] == auto_factory(N, THRESHOLD, DIM) == "IDMap2,IVF512,PQ16x4fs,RFlat"
+    assert auto["nprobe"] in nprobe_steps(512) and auto["tuned_recall"] >= 0.95
+    assert auto["k_factor"] in K_FACTORS
 
 
 def test_index_sizes_are_those_of_the_stored_vectors(report: dict) -> None:
-    # Both store every vector uncompressed with its id; the IVF index adds 512 centroids and a
-    # few bytes per list; either adds a header of well under 1 KB.
+    # Both store every vector uncompressed with its id (the auto index in its refine stage); the
+    # auto index adds 512 centroids, the PQ codebooks, per vector an 8-byte code and its list
+    # entry's id, and per list up to 31 codes of padding (fast-scan blocks of 32); either adds a
+    # header of well under 1 KB.
     exact, auto = report["indexes"]["exact"]["index_bytes"], report["indexes"]["auto"]["index_bytes"]
     assert N * ROW_BYTES <= exact <= N * ROW_BYTES + 1024
-    centroids = 512 * DIM * 4
-    assert N * ROW_BYTES + centroids <= auto <= N * ROW_BYTES + centroids + 512 * 16 + 1024
+    centroids, codebooks = 512 * DIM * 4, 16 * 16 * 2 * 4
+    assert N * (ROW_BYTES + 8 + 8) + centroids + codebooks <= auto
+    assert auto <= N * (ROW_BYTES + 8 + 8) + centroids + codebooks + 512 * (31 * 8 + 64) + 4096
 
 
 def test_recall_of_exact_search_is_one(report: dict) -> None:
@@ -113,12 +124,15 @@ def test_an_under_probed_ivf_index_misses_and_the_tuner_raises_nprobe(clustered)
     assert recall_at(64) == 1.0  # probing every list is exact search
     nprobe, recall = tune_nprobe(built.index, truth, queries)
     assert nprobe > 1 and recall >= TARGET_RECALL
-    assert recall_at(nprobe) >= TARGET_RECALL > recall_at(nprobe // 2)  # the smallest that does
+    steps = nprobe_steps(64)
+    previous = steps[steps.index(nprobe) - 1]
+    assert recall_at(nprobe) >= TARGET_RECALL > recall_at(previous)  # the smallest that does
 
 
 def test_summary_lists_every_index_and_the_brute_force(report: dict) -> None:
     summary = format_summary(report)
-    assert "IDMap2,Flat" in summary and "IVF512,Flat" in summary
+    assert "IDMap2,Flat" in summary and "IDMap2,IVF512,PQ16x4fs,RFlat" in summary
+    assert "auto vs exact (IDMap2,Flat): " in summary and "x batch QPS" in summary
     assert "auto vs brute force" in summary and "matmul+argsort" in summary
 
 

@@ -356,6 +356,7 @@ def _format_info(info: dict[str, Any]) -> str:
     tuned = info["tuned"]
     if "recall" in tuned:
         probe = f"nprobe {tuned['nprobe']}, " if "nprobe" in tuned else ""
+        probe += f"k_factor {tuned['k_factor']}, " if "k_factor" in tuned else ""
         search = (f"{probe}recall@{tuned['recall_k']} {tuned['recall']:.3f} on "
                   f"{tuned['queries']} queries (measured at {tuned['measured_on']} vectors)")
     else:
