@@ -46,14 +46,17 @@ class BuiltFaissIndex:
 
 
 def build_faiss_index(vectors: np.ndarray, ids: np.ndarray, factory: str, device: str = "cpu",
-                      exact_threshold: int = EXACT_THRESHOLD, progress: bool = True) -> BuiltFaissIndex:
+                      exact_threshold: int = EXACT_THRESHOLD, progress: bool = True,
+                      memory: int | None = None) -> BuiltFaissIndex:
     """Create the index `factory` names (or "auto" picks), train it, add `vectors`, tune nprobe.
 
     The one path both `build_index` and the speed benchmark use, so the benchmark measures
-    exactly what users get.
+    exactly what users get. `memory` (bytes) makes "auto" pick an index that fits in it
+    (`indexer.factory.memory_factory`).
     """
     faiss_index, factory_used = create_index(
-        resolve_factory(factory, len(vectors), exact_threshold, vectors.shape[1]), vectors.shape[1]
+        resolve_factory(factory, len(vectors), exact_threshold, vectors.shape[1], memory),
+        vectors.shape[1]
     )
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -86,12 +89,13 @@ def build_index(
     progress: bool = True,
     exact_threshold: int = EXACT_THRESHOLD,
     model_name: str | None = None,
+    memory: int | None = None,
 ) -> tuple[RetrievalIndex, IngestResult]:
     """Embed `source` (resumably), build and tune the index, and save it in `out_dir`.
 
     `factory` is a FAISS factory string or "auto" (exact up to `exact_threshold` vectors,
     IVF with fast-scan PQ and a refine stage above, nprobe and k_factor tuned to
-    recall@100 >= 0.95). `model_name` is recorded so that
+    recall@100 >= 0.95; within `memory` bytes when given). `model_name` is recorded so that
     later commands can load the same model. A build in which no item embeds leaves nothing
     behind: no shards, and no `out_dir` if this call created it.
     """
@@ -115,7 +119,7 @@ def build_index(
         )
     vectors = validated_vectors(embedded.vectors, embedder.dim, source.origin)
     ids = np.arange(len(vectors), dtype=np.int64)
-    built = build_faiss_index(vectors, ids, factory, device, exact_threshold, progress)
+    built = build_faiss_index(vectors, ids, factory, device, exact_threshold, progress, memory)
     manifest = store.Manifest(
         model={
             "name": model_name,

@@ -52,6 +52,10 @@ class InvalidFactoryError(IndexStoreError, ValueError):
     """A FAISS factory string that cannot be parsed or trained on the data given."""
 
 
+class MemoryBudgetError(IndexStoreError, ValueError):
+    """An --index-memory budget that no index of the vectors fits in."""
+
+
 class InvalidQueryError(IndexStoreError, ValueError):
     """A search request the index cannot answer (k out of range, wrong dimension)."""
 

@@ -15,7 +15,7 @@ import math
 import faiss
 import numpy as np
 
-from indexer.errors import InvalidFactoryError, faiss_reason
+from indexer.errors import InvalidFactoryError, MemoryBudgetError, faiss_reason
 
 AUTO = "auto"
 EXACT_FACTORY = "IDMap2,Flat"
@@ -52,8 +52,61 @@ def auto_factory(n: int, exact_threshold: int = EXACT_THRESHOLD, dim: int = 128)
 
 
 def resolve_factory(factory: str, n: int, exact_threshold: int = EXACT_THRESHOLD,
-                    dim: int = 128) -> str:
-    return auto_factory(n, exact_threshold, dim) if factory == AUTO else factory
+                    dim: int = 128, memory: int | None = None) -> str:
+    """`factory`, or for "auto" the choice for `n` vectors (within `memory` bytes if given)."""
+    if factory != AUTO:
+        return factory
+    return auto_factory(n, exact_threshold, dim) if memory is None else memory_factory(
+        n, dim, memory, exact_threshold)
+
+
+ID_BYTES = 8  # an int64 id, in the id map or in an inverted list
+
+
+def estimated_bytes(factory: str, n: int, dim: int) -> int:
+    """Memory of `n` vectors in an index that one of the factories chosen here builds (not for
+    arbitrary strings): stored codes and ids per vector, plus IVF centroids."""
+    parts = factory.split(",")
+    per_vector, fixed = 0, 0
+    for part in parts:
+        if part == "IDMap2":
+            per_vector += ID_BYTES
+        elif part == "Flat" or part == "RFlat":
+            per_vector += 4 * dim
+        elif part == "Refine(SQ8)":
+            per_vector += dim
+        elif part.startswith("IVF"):
+            per_vector += ID_BYTES
+            fixed += int(part[3:]) * dim * 4
+        elif part.startswith("PQ"):
+            subquantizers = int(part[2:].split("x")[0])
+            per_vector += (subquantizers + 1) // 2
+            fixed += subquantizers * 16 * (dim // subquantizers) * 4
+    return n * per_vector + fixed
+
+
+def memory_candidates(n: int, dim: int, exact_threshold: int = EXACT_THRESHOLD) -> list[str]:
+    """What auto may build for `n` vectors, largest and most accurate first: the plain auto
+    choice, then IVF-PQ with an 8-bit refine stage, then IVF-PQ alone with fewer sub-vectors."""
+    nlist = ivf_list_count(n)
+    candidates = [auto_factory(n, exact_threshold, dim)]
+    m = pq_subquantizers(dim)
+    candidates.append(f"IDMap2,IVF{nlist},PQ{m}x4fs,Refine(SQ8)")
+    for subquantizers in sorted({m, *(d for d in (dim // 4, dim // 8) if d and dim % d == 0)},
+                                reverse=True):
+        candidates.append(f"IVF{nlist},PQ{subquantizers}x4fs")
+    return list(dict.fromkeys(candidates))
+
+
+def memory_factory(n: int, dim: int, memory: int, exact_threshold: int = EXACT_THRESHOLD) -> str:
+    """The first of `memory_candidates` whose estimated size fits in `memory` bytes."""
+    candidates = memory_candidates(n, dim, exact_threshold)
+    for factory in candidates:
+        if estimated_bytes(factory, n, dim) <= memory:
+            return factory
+    smallest = min(estimated_bytes(f, n, dim) for f in candidates)
+    raise MemoryBudgetError(f"--index-memory {memory:,} bytes is too small for {n:,} vectors of "
+                            f"dimension {dim}: the smallest index here needs about {smallest:,}")
 
 
 def is_ivf(index: faiss.Index) -> bool:

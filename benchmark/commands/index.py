@@ -30,7 +30,7 @@ from benchmark.commands.index_rerank import (
     locator_option,
     shown_score,
 )
-from benchmark.commands.options import writable_file, writable_folder
+from benchmark.commands.options import parse_memory, writable_file, writable_folder
 from benchmark.commands.support import JsonErrorsCommand, model_load_errors
 from indexer.errors import IndexStoreError, OutputPathError
 from indexer.grid import GridRow, draw_grid
@@ -83,6 +83,9 @@ def index_group() -> None:
               help="Embedding model name or checkpoint path.")
 @click.option("--factory", default="auto", show_default=True,
               help="FAISS factory string, or 'auto': exact search for small sets, IVF above.")
+@click.option("--index-memory", callback=parse_memory, metavar="SIZE",
+              help="Memory budget of the index for --factory auto, e.g. 2GB: a compressed index "
+                   "(IVF-PQ, with an 8-bit refine stage where it fits) when flat vectors do not fit.")
 @_device_option
 @_batch_option
 @click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE,
@@ -93,13 +96,16 @@ def index_group() -> None:
                    f"checkpoint (alone: the shipped '{DEFAULT_DENSE}').")
 @locator_option
 @_quiet_option
-def build_command(src: Path, out_dir: Path, model: str, factory: str, device: str,
-                  batch_size: int, shard_size: int, dense: str | None, locator: str,
+def build_command(src: Path, out_dir: Path, model: str, factory: str, index_memory: int | None,
+                  device: str, batch_size: int, shard_size: int, dense: str | None, locator: str,
                   quiet: bool) -> None:
     """Index SRC (a folder of images or a manifest .parquet) into a new folder."""
     from indexer.build import build_index
     from indexer.gpu import resolve_device
 
+    if index_memory is not None and factory != "auto":
+        raise click.UsageError(f"--index-memory chooses among auto indexes; it cannot be used "
+                               f"with --factory {factory!r}")
     with _failures_as_click_errors():
         resolve_device(device)  # fail before the model is loaded
         source = source_from(src)
@@ -108,7 +114,7 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, device: st
         rerank = None if dense is None else load_rerank_models(dense, locator, device)
         index, result = build_index(source, embedder, out_dir, factory=factory, device=device,
                                     shard_size=shard_size, progress=not quiet,
-                                    model_name=recorded_model(model))
+                                    model_name=recorded_model(model), memory=index_memory)
     if rerank is not None:
         items = [source.items[i] for i in result.ordinals]
         cache_views(index, rerank, result.ids, items, quiet)

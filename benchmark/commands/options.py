@@ -29,6 +29,23 @@ def parse_size(ctx: click.Context | None, param: click.Parameter | None, value: 
     return height, width
 
 
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30,
+                 "gb": 2**30, "t": 2**40, "tb": 2**40}
+
+
+def parse_memory(ctx: click.Context | None, param: click.Parameter | None, value: str | None):
+    """Click callback for memory sizes: bytes, or a number with K/M/G/T (powers of 1024)."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*", value.lower())
+    if not match or match.group(2) not in _MEMORY_UNITS:
+        raise click.BadParameter(f"expected a size such as 500MB or 2GB, got {value!r}")
+    size = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+    if size <= 0:
+        raise click.BadParameter(f"must be positive, got {value!r}")
+    return size
+
+
 def resolve_device(device: str) -> str:
     """torch's device for a --device value; a GPU that is not there is a usage error (exit 2)."""
     try:
