@@ -8,6 +8,7 @@
 #   bash scripts/compare_recipes.sh                              # 2 x 500 steps each, CPU
 #   EPOCHS=4 STEPS=500 RECIPES="base wide-lookalike" bash scripts/compare_recipes.sh
 #   RECIPES="base detach-blur no-be" bash scripts/compare_recipes.sh   # the blur branch
+# The descriptor-stages recipe (stages4) lives on branch exp (commit e5f8b3c), where that option is.
 #
 # Resumable: a rerun continues unfinished runs and skips finished ones.
 set -euo pipefail
@@ -23,7 +24,7 @@ VAL_DISTRACTORS=${VAL_DISTRACTORS:-10000}
 RECIPES=${RECIPES:-base lookalike wide wide-lookalike wide-lookalike-memory}
 
 WIDE="--train-instances 200 --train-trajectories 3"  # 140 train instances per category
-declare -A ARGS=(
+declare -A ARGS=(  # after COMMON on the command line, so a recipe's option overrides a common one
   [base]=""
   [lookalike]="--lookalikes 4"
   [memory]="--memory 4096"
@@ -33,6 +34,11 @@ declare -A ARGS=(
   [wide-lookalike]="$WIDE --lookalikes 4"
   [wide-lookalike-memory]="$WIDE --lookalikes 4 --memory 4096"
   [wider-lookalike]="--train-instances 400 --train-trajectories 2 --lookalikes 4"
+  [cls0.1]="--cls-weight 0.1"         # the published classification weight
+  [wide-cls0.1]="$WIDE --cls-weight 0.1"
+  [wide-memory-cls0.1]="$WIDE --memory 4096 --cls-weight 0.1"
+  [con-cls]="--losses con,cls"        # the published loss ablation's rows (global head:
+  [con-cls-be]="--losses con,cls,be"  # the crop head needs the localisation branch)
 )
 COMMON=(--method blur-aware --batch 32,4 --lr 2e-3 --schedule cosine --cls-weight 1
         --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
@@ -51,7 +57,7 @@ for name in $RECIPES; do
   [ -f "$out/train_state.pt" ] && resume=(--resume)
   started=$SECONDS
   # shellcheck disable=SC2086
-  /usr/bin/time -v $BIN train "$DATA" --out "$out" ${ARGS[$name]} "${COMMON[@]}" "${resume[@]}" \
+  /usr/bin/time -v $BIN train "$DATA" --out "$out" "${COMMON[@]}" ${ARGS[$name]} "${resume[@]}" \
     >> "$RUNS/$name.out" 2>&1
   echo "$(date -u +%FT%TZ) $name ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
 done

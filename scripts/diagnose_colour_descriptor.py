@@ -1,0 +1,113 @@
+"""How far colour alone tells look-alikes apart: validation mAP@100 among the training-time
+validation distractors of (a) a trained model's embedding, (b) a hand-made colour histogram of
+the crop around the model's predicted streak box, (c) both concatenated.
+
+    python scripts/diagnose_colour_descriptor.py CHECKPOINT [--data data/small] [--bins 6]
+        [--distractors 10000] [--weight 1.0]
+
+If (b) or (c) beats (a) among distractors, the network leaves colour on the table: instances of
+one category differ by their three paint colours and print, and a descriptor should use them.
+The histogram is a 3-D RGB histogram of the crop (bins per channel), each pixel weighted by a
+Gaussian centred on the crop, square-rooted (Hellinger) and L2-normalised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrieval.embed import Embedder
+from retrieval.manifest import manifest_items
+from retrieval.model import NetOutput, load_checkpoint
+from retrieval.model.crop import crop_squares, square_crop_boxes
+from retrieval.train.stream import synth_settings
+from retrieval.train.val_distractors import validation_distractor_pixels
+from retrieval.train.validation import build_validation_set, evaluate
+
+CROP_PIXELS = 48
+
+
+class ColourAndEmbedding(nn.Module):
+    """Returns [model embedding | weight * colour histogram] so one pass yields both."""
+
+    def __init__(self, model: nn.Module, bins: int, weight: float) -> None:
+        super().__init__()
+        self.model = model
+        self.bins = bins
+        self.weight = weight
+        self.embedding_dim = model.embedding_dim + bins**3
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, CROP_PIXELS),
+                                torch.linspace(-1, 1, CROP_PIXELS), indexing="ij")
+        self.register_buffer("centre", torch.exp(-(xs**2 + ys**2) / (2 * 0.5**2)).flatten())
+
+    def forward(self, images: torch.Tensor) -> NetOutput:
+        out = self.model(images)
+        squares = square_crop_boxes(out.box.float(), tuple(images.shape[-2:]))
+        crops = crop_squares(images.float(), squares, CROP_PIXELS).clamp(0, 1)
+        index = (crops * self.bins).long().clamp(max=self.bins - 1)
+        flat = (index[:, 0] * self.bins + index[:, 1]) * self.bins + index[:, 2]
+        hist = torch.zeros(len(images), self.bins**3)
+        hist.scatter_add_(1, flat.flatten(1), self.centre.expand(len(images), -1).contiguous())
+        hist = F.normalize(hist.sqrt(), dim=1) * self.weight
+        return NetOutput(torch.cat([out.embedding.float(), hist], dim=1), None, None)
+
+
+class Columns(nn.Module):
+    """A view of ColourAndEmbedding's vector: the columns [start, stop), re-normalised."""
+
+    def __init__(self, whole: ColourAndEmbedding, start: int, stop: int | None) -> None:
+        super().__init__()
+        self.whole = whole
+        self.start, self.stop = start, stop
+        self.embedding_dim = (stop or whole.embedding_dim) - start
+
+    def forward(self, images: torch.Tensor) -> NetOutput:
+        vector = self.whole(images).embedding[:, self.start:self.stop]
+        return NetOutput(F.normalize(vector, dim=1), None, None)
+
+
+@click.command()
+@click.argument("checkpoint")
+@click.option("--data", "data_dir", default="data/small", show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--queries", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--distractors", default=10000, show_default=True, type=click.IntRange(min=0))
+@click.option("--bins", default=6, show_default=True, type=click.IntRange(2, 16))
+@click.option("--weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the histogram against the unit embedding in (c).")
+def main(checkpoint: str, data_dir: Path, queries: int, distractors: int, bins: int,
+         weight: float) -> None:
+    model, config = load_checkpoint(checkpoint)
+    if model.loc_branch is None:
+        raise click.UsageError(f"{checkpoint}: the model has no localisation head to crop by")
+    manifest = data_dir / "manifest.parquet"
+    items, table = manifest_items(manifest)
+    validation = build_validation_set(items, table, manifest, queries)
+    size = tuple(config["image_size"])
+    if distractors:
+        preset, sim = synth_settings(manifest)
+        pixels = validation_distractor_pixels(data_dir, distractors, preset.categories, sim, size)
+        validation = dataclasses.replace(validation, distractors=pixels)
+    whole = ColourAndEmbedding(model, bins, weight)
+    dim = model.embedding_dim
+    variants = {"(a) model embedding": Columns(whole, 0, dim),
+                "(b) colour histogram": Columns(whole, dim, None),
+                f"(c) both (histogram weight {weight})": Columns(whole, 0, None)}
+    for name, view in variants.items():
+        metrics = evaluate(Embedder(view, config), validation)
+        clean = metrics.get("without_distractors", metrics)
+        line = (f"{name}: mAP@100 {100 * clean['map@100']:.2f} (BL6 "
+                f"{100 * clean['per_level']['6']:.2f})")
+        if "distractors" in metrics:
+            line += (f"; among {metrics['distractors']:,} distractors {100 * metrics['map@100']:.2f}"
+                     f" (BL6 {100 * metrics['per_level']['6']:.2f})")
+        click.echo(line, nl=True)
+
+
+if __name__ == "__main__":
+    main()
