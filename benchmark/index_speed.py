@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from indexer import gpu, store
 from indexer.build import build_faiss_index
-from indexer.factory import EXACT_FACTORY, EXACT_THRESHOLD
+from indexer.factory import AUTO, EXACT_FACTORY, EXACT_THRESHOLD
 from indexer.index import RetrievalIndex
 from indexer.sources import ID_COLUMN
 from indexer.tuning import TARGET_RECALL, exact_neighbours
@@ -102,6 +102,28 @@ def resident_bytes() -> int | None:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_resident() -> bool:
+    """Lower this process's peak RSS (VmHWM) to its current RSS; False where Linux's
+    /proc/self/clear_refs is missing or refuses, and the peak then covers the whole process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_resident_bytes() -> int | None:
+    """Peak RSS (VmHWM) of this process since it started or since `reset_peak_resident`."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except FileNotFoundError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def serialized_bytes(index: faiss.Index) -> int:
     """Size of the index as saved, counted while FAISS writes it (serialize_index copies it all)."""
     total = 0
@@ -122,17 +144,19 @@ def brute_force_top_k(database: np.ndarray, query: np.ndarray, k: int) -> np.nda
 
 
 def build_index_from_vectors(kind: str, vectors: np.ndarray, device: str,
-                             exact_threshold: int = EXACT_THRESHOLD, progress: bool = False
-                             ) -> tuple[RetrievalIndex, dict[str, Any]]:
+                             exact_threshold: int = EXACT_THRESHOLD, progress: bool = False,
+                             memory: int | None = None) -> tuple[RetrievalIndex, dict[str, Any]]:
     """`indexer.build.build_faiss_index` (what `index build` runs after embedding) on ids 0..n-1.
 
-    `kind` is "exact", "auto" or a FAISS factory string. The index is kept in memory only.
+    `kind` is "exact", "auto" or a FAISS factory string; `memory` (bytes, "auto" only) is the
+    budget of `index build --index-memory`. The index is kept in memory only.
     """
     n, dim = vectors.shape
     ids = np.arange(n, dtype=np.int64)
     wanted = EXACT_FACTORY if kind == EXACT else kind
     rss_before = resident_bytes()
-    built = build_faiss_index(vectors, ids, wanted, device, exact_threshold, progress)
+    built = build_faiss_index(vectors, ids, wanted, device, exact_threshold, progress,
+                              memory if kind == AUTO else None)
     faiss_index, factory, tuned = built.index, built.factory, built.tuned
     train_seconds, add_seconds, tune_seconds = (built.seconds[s] for s in ("train", "add", "tune"))
     manifest = store.Manifest(model=SYNTHETIC_MODEL, dim=dim, factory=factory, count=n,
@@ -219,8 +243,8 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
                         exact_threshold: int = EXACT_THRESHOLD,
                         latency_queries: int = LATENCY_QUERIES,
                         omp_threads: int | None = None, spread: float = SPREAD,
-                        with_index: Callable[[str, RetrievalIndex], None] | None = None
-                        ) -> dict[str, Any]:
+                        with_index: Callable[[str, RetrievalIndex], None] | None = None,
+                        memory: int | None = None) -> dict[str, Any]:
     """Build and search each index kind on synthetic embeddings; a JSON-able report.
 
     Recall@k of every index is measured against exact search on the same queries. Brute force
@@ -230,9 +254,11 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
     how loose the synthetic clusters are (see `synthetic_dataset`): looser is harder for IVF.
     `with_index(kind, index)` is called once each index is measured, before it is freed, so a
     caller can time its own queries on the same index (`bench speed` times whole image queries).
+    `memory` (bytes) is the budget the "auto" index must fit in, as `index build --index-memory`
+    gives it; each index's row says whether its size fits.
     """
     _check_arguments(n, dim, queries, k, factories, brute_force_queries, latency_queries,
-                     omp_threads, spread)
+                     omp_threads, spread, memory)
     device = gpu.resolve_device(device)
     clusters = max(1, n // POINTS_PER_CLUSTER)
     with faiss_threads(omp_threads):
@@ -241,11 +267,12 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
         generator = {"clusters": clusters, "spread": spread, "spectrum_decay": SPECTRUM_DECAY,
                      "seconds": time.perf_counter() - start}
         truth = exact_neighbours(database, np.arange(n, dtype=np.int64), query_vectors, k)
-        indexes = {
-            kind: _benchmark_index(kind, database, query_vectors, truth, device, exact_threshold,
-                                   latency_queries, progress, with_index)
-            for kind in factories
-        }
+        indexes, peaks = {}, []
+        for kind in factories:
+            peaks.append(peak_resident_bytes())  # each index resets the peak to measure its own
+            indexes[kind] = _benchmark_index(kind, database, query_vectors, truth, device,
+                                             exact_threshold, latency_queries, progress,
+                                             with_index, memory)
         brute = None
         if brute_force_queries:
             brute = _benchmark_brute_force(database, query_vectors[:brute_force_queries],
@@ -253,6 +280,9 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
             for figures in indexes.values():
                 figures["versus_brute_force"] = versus_brute_force(figures, brute)
         config = _config(n, dim, queries, k, seed, device, exact_threshold, latency_queries)
+        config["index_memory"] = memory
+        peaks.append(peak_resident_bytes())
+        config["peak_rss_bytes"] = None if None in peaks else max(peaks)
     return {"config": {**config, "generator": generator}, "indexes": indexes, "brute_force": brute}
 
 
@@ -272,7 +302,8 @@ def format_summary(report: dict[str, Any]) -> str:
     config = report["config"]
     lines = [
         f"{config['n']:,} vectors x {config['dim']} dims, {config['queries']} queries, "
-        f"k={config['k']}, device {config['device']}, {config['omp_threads']} FAISS threads",
+        f"k={config['k']}, device {config['device']}, {config['omp_threads']} FAISS threads"
+        + _budget_words(config.get("index_memory")),
         f"{'index':<10} {'factory':<34} {'nprobe/kf':>9} {'train s':>8} {'add s':>7} {'tune s':>7} "
         f"{'size MB':>8} {'RSS MB':>7} {'QPS':>9} {'p50 ms':>8} {'p99 ms':>8} {'recall':>7}",
     ]
@@ -288,6 +319,10 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['recall']:>7.4f}"
         )
     lines += versus_exact_lines(report["indexes"])
+    lines += budget_lines(report)
+    if config.get("peak_rss_bytes") is not None:
+        lines.append(f"process peak RSS over the run: {config['peak_rss_bytes'] / 2**20:,.1f} MB "
+                     f"(an outside tool may see only the last index's: each one resets the peak)")
     brute = report["brute_force"]
     if brute is None:
         return "\n".join(lines)
@@ -307,6 +342,26 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _budget_words(memory: int | None) -> str:
+    return "" if memory is None else f", auto within --index-memory {memory / 2**20:,.1f} MB"
+
+
+def budget_lines(report: dict[str, Any]) -> list[str]:
+    """Under a memory budget: each index's size and peak RSS against it."""
+    memory = report["config"].get("index_memory")
+    if memory is None:
+        return []
+    lines = []
+    for name, row in report["indexes"].items():
+        peak = row.get("peak_rss_bytes")
+        peak_words = ("" if peak is None else
+                      f", process peak RSS while built and searched {peak / 2**20:,.1f} MB")
+        fits = "fits" if row["index_bytes"] <= memory else "does not fit"
+        lines.append(f"{name}: {row['index_bytes'] / 2**20:,.1f} MB, {fits} in "
+                     f"{memory / 2**20:,.1f} MB{peak_words}")
+    return lines
+
+
 def versus_exact_lines(indexes: dict[str, dict[str, Any]]) -> list[str]:
     """One line per index against exact search measured in the same run (when it was)."""
     exact = indexes.get(EXACT)
@@ -323,7 +378,10 @@ def versus_exact_lines(indexes: dict[str, dict[str, Any]]) -> list[str]:
 
 def _check_arguments(n: int, dim: int, queries: int, k: int, factories: Sequence[str],
                      brute_force_queries: int, latency_queries: int, omp_threads: int | None,
-                     spread: float) -> None:
+                     spread: float, memory: int | None = None) -> None:
+    if memory is not None and (memory <= 0 or AUTO not in factories):
+        raise ValueError(f"a memory budget ({memory}) must be positive and applies to the "
+                         f"auto index; factories are {tuple(factories)!r}")
     if omp_threads is not None and omp_threads < 1:
         raise ValueError(f"omp_threads must be positive or None, got {omp_threads}")
     if min(n, dim, queries, k, latency_queries) < 1:
@@ -354,14 +412,21 @@ def _config(n: int, dim: int, queries: int, k: int, seed: int, device: str, exac
 
 def _benchmark_index(kind: str, database: np.ndarray, queries: np.ndarray, truth: np.ndarray,
                      device: str, exact_threshold: int, latency_queries: int, progress: bool,
-                     with_index: Callable[[str, RetrievalIndex], None] | None) -> dict[str, Any]:
-    """Build, search and score one index; it is freed on return so the next one's RSS is its own."""
-    index, figures = build_index_from_vectors(kind, database, device, exact_threshold, progress)
+                     with_index: Callable[[str, RetrievalIndex], None] | None,
+                     memory: int | None = None) -> dict[str, Any]:
+    """Build, search and score one index; it is freed on return so the next one's RSS is its own.
+
+    Its peak RSS covers building and searching it, on top of the database and queries already
+    resident (None where the peak cannot be reset to exclude the indexes measured before)."""
+    peak_reset = reset_peak_resident()
+    index, figures = build_index_from_vectors(kind, database, device, exact_threshold, progress,
+                                              memory)
     search_figures, found = measure_search(index.search_vectors, queries, truth.shape[1],
                                            latency_queries, progress)
+    peak = peak_resident_bytes() if peak_reset else None
     if with_index is not None:
         with_index(kind, index)
-    return {**figures, **search_figures, "recall": knn_recall(found, truth)}
+    return {**figures, **search_figures, "peak_rss_bytes": peak, "recall": knn_recall(found, truth)}
 
 
 def _benchmark_brute_force(database: np.ndarray, queries: np.ndarray, truth: np.ndarray,

@@ -7,7 +7,7 @@ import platform
 import click
 
 from benchmark.commands.bench_map import map_command
-from benchmark.commands.options import parse_size, resolve_device
+from benchmark.commands.options import parse_memory, parse_size, resolve_device
 from retrieval.fileio import write_json_atomic
 
 K = 100  # neighbours per query in `bench speed`, as in the index measurement
@@ -77,6 +77,9 @@ def bench_sim(sizes, batch, seconds, backbone, device, json_path):
 @click.option("--k", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--factory", "factories", multiple=True, default=("exact", "auto"), show_default=True,
               help="exact, auto or a FAISS factory string; repeat for several.")
+@click.option("--index-memory", callback=parse_memory, metavar="SIZE",
+              help="Memory budget of the auto index, as index build --index-memory takes it "
+                   "(e.g. 1GB): auto then picks the most accurate compressed index that fits.")
 @click.option("--brute-force-queries", type=click.IntRange(min=0), default=50, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="FAISS threads (default: FAISS's choice).")
@@ -86,15 +89,18 @@ def bench_sim(sizes, batch, seconds, backbone, device, json_path):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report here.")
-def bench_index(count, dim, queries, k, factories, brute_force_queries, threads, spread, seed, device,
-                quiet, json_path):
+def bench_index(count, dim, queries, k, factories, index_memory, brute_force_queries, threads, spread,
+                seed, device, quiet, json_path):
     """Build time, QPS, latency, memory and recall of exact and auto indexes against brute force."""
     from benchmark.index_speed import format_summary, run_index_benchmark
 
+    if index_memory is not None and "auto" not in factories:
+        raise click.UsageError("--index-memory is the budget of the auto index: add --factory auto")
     try:
         report = run_index_benchmark(n=count, dim=dim, queries=queries, k=k, seed=seed, device=device,
                                      factories=factories, brute_force_queries=brute_force_queries,
-                                     progress=not quiet, omp_threads=threads, spread=spread)
+                                     progress=not quiet, omp_threads=threads, spread=spread,
+                                     memory=index_memory)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     click.echo(format_summary(report))
