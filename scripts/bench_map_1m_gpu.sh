@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the paper-scale benchmark: the default (`small`) test set with 1,000,000 distractors,
-# the four shipped methods compared on identical data, on a machine with a CUDA GPU.
+# the four shipped methods compared on identical data, end to end (render, embed, FAISS) on a
+# CUDA GPU when there is one, else on the CPU.
 #
 # Distractors are virtual rows: the loader workers render them on the CPU while the GPU
 # embeds (WORKERS=0 renders them on the GPU in the main process instead), so no image file
@@ -8,22 +9,69 @@
 # can be started again with the same command and goes on from the cached vectors. The index is
 # IVF (factory "auto" above 100k vectors) with recall@100 against exact search reported.
 #
-#   bash scripts/bench_map_1m_gpu.sh                 # OUT, DISTRACTORS, METHODS, BIN overridable
+#   bash scripts/bench_map_1m_gpu.sh [BENCH MAP OPTIONS...]
+#
+# Overridable: OUT, DISTRACTORS, METHODS, PRESET, DEVICE, WORKERS, BATCH_SIZE, BIN, PYTHON;
+# options given on the command line are passed on to `bench map` after the script's own.
+# DEVICE unset: cuda when torch sees a CUDA GPU and the loaded FAISS is a GPU build with a GPU,
+# otherwise the CPU, said on stderr with the reason (WORKERS then defaults to 0, BATCH_SIZE to
+# 64). DEVICE=cuda insists on the GPU (bench map refuses when it is missing). A quick check
+# of the fallback: PRESET=tiny DISTRACTORS=200 OUT=/tmp/bench-map-tiny bash scripts/bench_map_1m_gpu.sh
 #
 # Set-up on a fresh GPU machine: `python3 -m venv .venv && .venv/bin/pip install -e '.[gpu]' &&
 # .venv/bin/pip install --force-reinstall --no-deps 'faiss-gpu>=1.15'` (the default install has
-# faiss-cpu, whose files pip may write over faiss-gpu's: the reinstall puts the GPU build back). On a CPU-only machine, use DEVICE=cpu WORKERS=0: 100,000
-# distractors took 61 min on 2 cores (docs/results.md), so 1,000,000 would take about 7 hours.
+# faiss-cpu, whose files pip may write over faiss-gpu's: the reinstall puts the GPU build back).
+# On the CPU, 100,000 distractors took 61 min on 2 cores (docs/results.md), so 1,000,000 would
+# take about 7 hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/blur-retrieval}
+PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-runs/bench-map-1m}
+PRESET=${PRESET:-small}
 DISTRACTORS=${DISTRACTORS:-1000000}
 METHODS=${METHODS:-blur-aware,standard,sharp-only,blur-aware-no-be}
-DEVICE=${DEVICE:-cuda}
-WORKERS=${WORKERS:-8}
 
+if [[ -z "${DEVICE:-}" ]]; then
+  # Prints nothing and succeeds when the whole run can use CUDA; otherwise prints why not.
+  if missing=$("$PYTHON" - <<'EOF'
+import sys
+
+import torch
+
+from indexer import gpu
+
+reasons = []
+if not torch.cuda.is_available():
+    reasons.append("torch sees no CUDA GPU")
+if not gpu.has_gpu_build():
+    reasons.append(f"the loaded FAISS is a CPU-only build ({gpu.GPU_INSTALL_HINT})")
+elif gpu.gpu_count() == 0:
+    reasons.append("FAISS's GPU build finds no GPU")
+print("; ".join(reasons))
+sys.exit(1 if reasons else 0)
+EOF
+  ); then
+    DEVICE=cuda
+  else
+    [[ -n "$missing" ]] || missing="the GPU check itself failed (see above)"
+    echo "bench_map_1m_gpu.sh: no GPU run here: $missing. Falling back to the CPU" \
+         "(render, embed and FAISS on the CPU; set DEVICE=cuda to insist on the GPU)." >&2
+    DEVICE=cpu
+  fi
+fi
+if [[ "$DEVICE" == cuda ]]; then
+  WORKERS=${WORKERS:-8}
+  BATCH_SIZE=${BATCH_SIZE:-512}
+else
+  WORKERS=${WORKERS:-0}
+  BATCH_SIZE=${BATCH_SIZE:-64}
+fi
+
+echo "bench map: preset $PRESET, $DISTRACTORS distractors, methods $METHODS, device $DEVICE," \
+     "$WORKERS workers, batch $BATCH_SIZE, out $OUT"
 start=$(date +%s)
-"$BIN" bench map --preset small --distractors "$DISTRACTORS" --methods "$METHODS" \
-  --device "$DEVICE" --batch-size 512 --workers "$WORKERS" --out "$OUT"
-echo "bench map with $DISTRACTORS distractors took $(( $(date +%s) - start )) s; report in $OUT/report.md"
+"$BIN" bench map --preset "$PRESET" --distractors "$DISTRACTORS" --methods "$METHODS" \
+  --device "$DEVICE" --batch-size "$BATCH_SIZE" --workers "$WORKERS" --out "$OUT" "$@"
+echo "bench map with $DISTRACTORS distractors on $DEVICE took $(( $(date +%s) - start )) s;" \
+     "report in $OUT/report.md"
