@@ -2,7 +2,7 @@
 cProfile and prints each stage's share of the wall time (data composition, the locator's pass,
 the crop and the descriptor backbone's pass, the losses, the backward pass, the optimiser).
 
-    python scripts/profile_train_step.py [--data data/small] [--steps 40] [--out /tmp/prof]
+    python scripts/profile_train_step.py [--data data/small] [--steps 40]
 
 Why: a model trained from scratch on 2 cores is limited by steps per hour (validation among
 distractors rose at every epoch of the shipped 4,500-step run), so the cheapest gain is a
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import cProfile
 import pstats
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,9 +38,12 @@ STAGES = (
 @click.option("--data", "data_dir", default="data/small", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--steps", default=40, show_default=True, type=click.IntRange(min=5))
-@click.option("--out", "out_dir", default="/tmp/profile-train-step", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
-def main(data_dir: Path, steps: int, out_dir: Path) -> None:
+def main(data_dir: Path, steps: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="profile-train-step-") as out_dir:
+        _profile(data_dir, steps, Path(out_dir))
+
+
+def _profile(data_dir: Path, steps: int, out_dir: Path) -> None:
     settings = TrainSettings(
         data_dir=data_dir, out_dir=out_dir, method="blur-aware", instances_per_batch=32,
         images_per_instance=4, lr=2e-3, schedule="cosine", cls_weight=1.0, cls_margin=0.0,
