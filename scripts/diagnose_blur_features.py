@@ -12,7 +12,6 @@ distractors (`train --val-distractors`, cached in DATA/val_distractors; rendered
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -20,11 +19,9 @@ import numpy as np
 import torch
 
 from retrieval.embed import Embedder
-from retrieval.manifest import manifest_items
 from retrieval.model import load_checkpoint
-from retrieval.train.stream import synth_settings
-from retrieval.train.val_distractors import validation_distractor_pixels
-from retrieval.train.validation import build_validation_set, evaluate
+from retrieval.train.diagnostics import summary_line, validation_among_distractors
+from retrieval.train.validation import evaluate
 
 
 class _MeanHidden:
@@ -58,14 +55,8 @@ def main(checkpoint: str, data_dir: Path, queries: int, distractors: int) -> Non
     model, config = load_checkpoint(checkpoint)
     if model.blur_branch is None:
         raise click.UsageError(f"{checkpoint}: the model has no blur branch")
-    manifest = data_dir / "manifest.parquet"
-    items, table = manifest_items(manifest)
-    validation = build_validation_set(items, table, manifest, queries)
     size = tuple(config["image_size"])
-    if distractors:
-        preset, sim = synth_settings(manifest)
-        pixels = validation_distractor_pixels(data_dir, distractors, preset.categories, sim, size)
-        validation = dataclasses.replace(validation, distractors=pixels)
+    validation = validation_among_distractors(data_dir, queries, distractors, size)
     embedder = Embedder.from_model(model, {"image_size": list(size)})
     hook = _MeanHidden()
     handle = model.blur_branch.register_forward_hook(hook)
@@ -76,13 +67,7 @@ def main(checkpoint: str, data_dir: Path, queries: int, distractors: int) -> Non
     finally:
         handle.remove()
     for name, metrics in (("as trained", as_is), ("blur features held at their mean", constant)):
-        clean = metrics.get("without_distractors", metrics)
-        line = (f"{name}: mAP@100 {100 * clean['map@100']:.2f} (BL6 "
-                f"{100 * clean['per_level']['6']:.2f})")
-        if "distractors" in metrics:
-            line += (f"; among {metrics['distractors']:,} distractors {100 * metrics['map@100']:.2f}"
-                     f" (BL6 {100 * metrics['per_level']['6']:.2f})")
-        click.echo(line)
+        click.echo(summary_line(name, metrics))
     spread = np.linalg.norm(model.project.weight.detach().float().numpy(), axis=0)
     descriptor = model.descriptor[1].out_features
     half = model.blur_branch.hidden[0].out_features

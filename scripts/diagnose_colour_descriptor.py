@@ -13,7 +13,6 @@ Gaussian centred on the crop, square-rooted (Hellinger) and L2-normalised.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -22,12 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrieval.embed import Embedder
-from retrieval.manifest import manifest_items
 from retrieval.model import NetOutput, load_checkpoint
 from retrieval.model.crop import crop_squares, square_crop_boxes
-from retrieval.train.stream import synth_settings
-from retrieval.train.val_distractors import validation_distractor_pixels
-from retrieval.train.validation import build_validation_set, evaluate
+from retrieval.train.diagnostics import summary_line, validation_among_distractors
+from retrieval.train.validation import evaluate
 
 CROP_PIXELS = 48
 
@@ -85,28 +82,15 @@ def main(checkpoint: str, data_dir: Path, queries: int, distractors: int, bins: 
     model, config = load_checkpoint(checkpoint)
     if model.loc_branch is None:
         raise click.UsageError(f"{checkpoint}: the model has no localisation head to crop by")
-    manifest = data_dir / "manifest.parquet"
-    items, table = manifest_items(manifest)
-    validation = build_validation_set(items, table, manifest, queries)
-    size = tuple(config["image_size"])
-    if distractors:
-        preset, sim = synth_settings(manifest)
-        pixels = validation_distractor_pixels(data_dir, distractors, preset.categories, sim, size)
-        validation = dataclasses.replace(validation, distractors=pixels)
+    validation = validation_among_distractors(data_dir, queries, distractors,
+                                              tuple(config["image_size"]))
     whole = ColourAndEmbedding(model, bins, weight)
     dim = model.embedding_dim
     variants = {"(a) model embedding": Columns(whole, 0, dim),
                 "(b) colour histogram": Columns(whole, dim, None),
                 f"(c) both (histogram weight {weight})": Columns(whole, 0, None)}
     for name, view in variants.items():
-        metrics = evaluate(Embedder(view, config), validation)
-        clean = metrics.get("without_distractors", metrics)
-        line = (f"{name}: mAP@100 {100 * clean['map@100']:.2f} (BL6 "
-                f"{100 * clean['per_level']['6']:.2f})")
-        if "distractors" in metrics:
-            line += (f"; among {metrics['distractors']:,} distractors {100 * metrics['map@100']:.2f}"
-                     f" (BL6 {100 * metrics['per_level']['6']:.2f})")
-        click.echo(line, nl=True)
+        click.echo(summary_line(name, evaluate(Embedder(view, config), validation)))
 
 
 if __name__ == "__main__":
