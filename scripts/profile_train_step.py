@@ -12,25 +12,32 @@ cheaper step; this says which part to make cheaper.
 from __future__ import annotations
 
 import cProfile
+import inspect
 import pstats
 import tempfile
 import time
 from pathlib import Path
 
 import click
+import torch
 
+from retrieval.model import BlurAwareNet
+from retrieval.model.crop import crop_squares
+from retrieval.model.losses import total_loss
 from retrieval.train import TrainSettings, train
+from retrieval.train.stream import CompositeStream
+from retrieval.train.trainer import Trainer
 
-# (label, file suffix, function name): cumulative times of these calls.
+# (label, function): cumulative times of these calls, matched by their code objects so that
+# another function of the same name (a branch's forward inside the network's) is not counted.
 STAGES = (
-    ("compose the batch (CompositeStream.batch)", "train/stream.py", "batch"),
-    ("forward pass, whole network", "model/network.py", "forward"),
-    ("  locator backbone + blur/loc branches (_aux_features)", "model/network.py",
-     "_aux_features"),
-    ("  crop the object (crop_squares)", "model/crop.py", "crop_squares"),
-    ("losses (total_loss)", "model/losses.py", "total_loss"),
-    ("backward pass", "torch/_tensor.py", "backward"),
-    ("optimiser step (Adam)", "torch/optim/adam.py", "step"),
+    ("compose the batch (CompositeStream.batch)", CompositeStream.batch),
+    ("forward pass, whole network (BlurAwareNet.forward)", BlurAwareNet.forward),
+    ("  locator backbone at half resolution (_aux_features)", BlurAwareNet._aux_features),
+    ("  crop the object (crop_squares)", crop_squares),
+    ("losses (total_loss)", total_loss),
+    ("backward pass", torch.Tensor.backward),
+    ("optimiser step (Adam)", torch.optim.Adam.step),
 )
 
 
@@ -56,24 +63,20 @@ def _profile(data_dir: Path, steps: int, out_dir: Path) -> None:
     wall = time.perf_counter() - started
     stats = pstats.Stats(profile)
     # Batches are composed by the loader, outside _train_step: a step is both together.
-    step_total = (_cumulative(stats, "train/trainer.py", "_train_step")
-                  + _cumulative(stats, "train/stream.py", "batch"))
+    step_total = _cumulative(stats, Trainer._train_step) + _cumulative(stats, CompositeStream.batch)
     click.echo(f"{steps} steps took {step_total:.1f} s ({step_total / steps:.3f} s/step, "
                f"under cProfile) of {wall:.1f} s wall (start-up included)")
     click.echo(f"{'stage':58} {'s/step':>7} {'share':>6}")
-    for label, suffix, name in STAGES:
-        seconds = _cumulative(stats, suffix, name)
+    for label, function in STAGES:
+        seconds = _cumulative(stats, function)
         click.echo(f"{label:58} {seconds / steps:7.3f} {100 * seconds / step_total:5.1f}%")
 
 
-def _cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
-    """Cumulative seconds of the function `name` in a file ending in `suffix` (0 if not called)."""
-    total = 0.0
-    for (filename, _, function), (_, _, _, cumulative, _callers) in stats.stats.items():
-        if function == name and filename.endswith(suffix):
-            # Recursive entries would double count; these functions do not recurse.
-            total += cumulative
-    return total
+def _cumulative(stats: pstats.Stats, function) -> float:
+    """Cumulative seconds spent in `function` (its decorators unwrapped; 0 if never called)."""
+    code = inspect.unwrap(function).__code__
+    entry = stats.stats.get((code.co_filename, code.co_firstlineno, code.co_name))
+    return entry[3] if entry else 0.0
 
 
 if __name__ == "__main__":
