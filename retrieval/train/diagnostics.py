@@ -3,29 +3,23 @@ one-line summary of its metrics, so that a diagnosis scores exactly what model s
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from retrieval.manifest import manifest_items
-from retrieval.train.stream import synth_settings
-from retrieval.train.val_distractors import validation_distractor_pixels
+from retrieval.train.val_distractors import with_validation_distractors
 from retrieval.train.validation import ValidationSet, build_validation_set
 
 
 def validation_among_distractors(data_dir: Path, queries: int, distractors: int,
-                                 image_size: tuple[int, int]) -> ValidationSet:
+                                 image_size: tuple[int, int]) -> ValidationSet | None:
     """The val set of the data set written by `synth` in `data_dir` (at most `queries` queries),
-    with `distractors` cached validation distractors at `image_size` (none when 0)."""
+    with `distractors` cached validation distractors at `image_size` (none when 0); None when the
+    manifest has no val rows."""
     manifest = Path(data_dir) / "manifest.parquet"
     items, table = manifest_items(manifest)
-    validation = build_validation_set(items, table, manifest, queries)
-    if distractors:
-        preset, sim = synth_settings(manifest)
-        pixels = validation_distractor_pixels(Path(data_dir), distractors, preset.categories, sim,
-                                              image_size)
-        validation = dataclasses.replace(validation, distractors=pixels)
-    return validation
+    return with_validation_distractors(build_validation_set(items, table, manifest, queries),
+                                       manifest, distractors, image_size)
 
 
 def summary_line(name: str, metrics: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,14 @@ from retrieval.train.stream import (
     CompositeStream,
     StreamBatches,
     open_composite_stream,
-    synth_settings,
     training_crop_boxes,
 )
-from retrieval.train.val_distractors import validation_distractor_pixels
+from retrieval.train.val_distractors import with_validation_distractors
 from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
 
 LOG = logging.getLogger(__name__)
 METRIC = f"map@{TOP_K}"
+
 
 class _LearningRateFactor:
     """Multiplier of the base learning rate at a step (a class, so the schedule is stateless)."""
@@ -177,13 +177,9 @@ class Trainer:
             raise TrainDataError(
                 f"{manifest}: P={settings.instances_per_batch} instances per batch, but only "
                 f"{data.num_classes} training instances have images from two trajectories")
-        validation = build_validation_set(items, table, manifest, settings.max_val_queries)
-        if validation is not None and settings.val_distractors:
-            preset, config = synth_settings(manifest)
-            pixels = validation_distractor_pixels(manifest.parent, settings.val_distractors,
-                                                  preset.categories, config, settings.image_size,
-                                                  settings.progress)
-            validation = replace(validation, distractors=pixels)
+        validation = with_validation_distractors(
+            build_validation_set(items, table, manifest, settings.max_val_queries), manifest,
+            settings.val_distractors, settings.image_size, settings.progress)
         return data, validation, fingerprint
 
     def _build_model(self) -> None:

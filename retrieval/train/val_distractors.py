@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import distractor_table
 from retrieval.sim.objects import DISTRACTOR_BASE
 from retrieval.train.errors import TrainDataError
+from retrieval.train.stream import synth_settings
+from retrieval.train.validation import ValidationSet
 
 VALIDATION_DISTRACTOR_BASE = 6 * DISTRACTOR_BASE  # local index of the first val distractor
 CACHE_FOLDER = "val_distractors"  # inside the data set folder
@@ -44,6 +47,19 @@ def validation_distractor_rows(count: int, categories: int, sim: SimConfig) -> l
                     sim=sim)
         for k in range(count)
     ]
+
+
+def with_validation_distractors(validation: ValidationSet | None, manifest: Path, count: int,
+                                image_size: tuple[int, int], progress: bool = True
+                                ) -> ValidationSet | None:
+    """`validation` with `count` distractors of the data set written by `synth` that `manifest`
+    belongs to (rendered or read from its cache); unchanged when there is none or `count` is 0."""
+    if validation is None or not count:
+        return validation
+    preset, sim = synth_settings(manifest)
+    pixels = validation_distractor_pixels(Path(manifest).parent, count, preset.categories, sim,
+                                          image_size, progress)
+    return replace(validation, distractors=pixels)
 
 
 def validation_distractor_pixels(folder: Path, count: int, categories: int, sim: SimConfig,
