@@ -13,14 +13,16 @@ Gaussian centred on the crop, square-rooted (Hellinger) and L2-normalised.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval.embed import Embedder
+from retrieval.embed import Embedder, EmbedResult
 from retrieval.model import NetOutput, load_checkpoint
 from retrieval.model.crop import crop_squares, square_crop_boxes
 from retrieval.train.diagnostics import summary_line, validation_among_distractors
@@ -54,18 +56,24 @@ class ColourAndEmbedding(nn.Module):
         return NetOutput(torch.cat([out.embedding.float(), hist], dim=1), None, None)
 
 
-class Columns(nn.Module):
-    """A view of ColourAndEmbedding's vector: the columns [start, stop), re-normalised."""
+class Columns:
+    """Stands in for an Embedder in `evaluate`: the columns [start, stop) of the whole vectors,
+    re-normalised. The whole vectors of each list of items are embedded once and shared by every
+    view (`evaluate` embeds two lists, queries + database and distractors, told apart here by
+    length and item type), so the three descriptors cost one pass over the images."""
 
-    def __init__(self, whole: ColourAndEmbedding, start: int, stop: int | None) -> None:
-        super().__init__()
-        self.whole = whole
+    def __init__(self, embedder: Embedder, cache: dict, start: int, stop: int | None) -> None:
+        self.embedder, self.cache = embedder, cache
         self.start, self.stop = start, stop
-        self.embedding_dim = (stop or whole.embedding_dim) - start
 
-    def forward(self, images: torch.Tensor) -> NetOutput:
-        vector = self.whole(images).embedding[:, self.start:self.stop]
-        return NetOutput(F.normalize(vector, dim=1), None, None)
+    def embed(self, items: list, progress: bool = False) -> EmbedResult:
+        key = (len(items), type(items[0]).__name__ if items else None)
+        if key not in self.cache:
+            self.cache[key] = self.embedder.embed(items, progress=progress)
+        whole = self.cache[key]
+        vectors = whole.vectors[:, self.start:self.stop]
+        norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return dataclasses.replace(whole, vectors=(vectors / norms).astype(np.float32))
 
 
 @click.command()
@@ -84,13 +92,13 @@ def main(checkpoint: str, data_dir: Path, queries: int, distractors: int, bins: 
         raise click.UsageError(f"{checkpoint}: the model has no localisation head to crop by")
     validation = validation_among_distractors(data_dir, queries, distractors,
                                               tuple(config["image_size"]))
-    whole = ColourAndEmbedding(model, bins, weight)
+    embedder, cache = Embedder(ColourAndEmbedding(model, bins, weight), config), {}
     dim = model.embedding_dim
-    variants = {"(a) model embedding": Columns(whole, 0, dim),
-                "(b) colour histogram": Columns(whole, dim, None),
-                f"(c) both (histogram weight {weight})": Columns(whole, 0, None)}
+    variants = {"(a) model embedding": Columns(embedder, cache, 0, dim),
+                "(b) colour histogram": Columns(embedder, cache, dim, None),
+                f"(c) both (histogram weight {weight})": Columns(embedder, cache, 0, None)}
     for name, view in variants.items():
-        click.echo(summary_line(name, evaluate(Embedder(view, config), validation)))
+        click.echo(summary_line(name, evaluate(view, validation)))
 
 
 if __name__ == "__main__":
