@@ -14,7 +14,7 @@ the protocol's database-rows-before-distractors layout either.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from benchmark.scoring import RANK_DEPTH, per_query_metrics, stratify
 from benchmark.vector_cache import all_errors, embed_items, failed_positions
 from indexer import gpu
 from indexer.build import build_faiss_index
+from indexer.cluster.embedding import RemoteEmbedder
+from indexer.cluster.engine import Engine
 from indexer.embedder_protocol import EmbedderLike
 from indexer.factory import AUTO, EXACT_FACTORY, resolve_factory
 
@@ -69,17 +71,20 @@ class Evaluation:
 
 def evaluate(bench: BenchmarkSet, methods: Sequence[Method], work_dir: str | Path,
              factory: str = AUTO, device: str = "cpu", progress: bool = True,
-             workers: int | None = None) -> Evaluation:
+             workers: int | None = None, engine: Engine | None = None,
+             remotes: Mapping[str, RemoteEmbedder] | None = None) -> Evaluation:
     """Embed (resumably, vectors cached in `work_dir`), search and score every method.
 
-    `factory`: "auto" (exact up to 100k vectors), "exact", or a FAISS factory string.
+    `factory`: "auto" (exact up to 100k vectors), "exact", or a FAISS factory string. `engine`
+    (default this process) embeds; a remote one loads each method from `remotes`.
     """
     if not methods:
         raise ValueError("no method to evaluate")
     items = bench.items()
     started = time.perf_counter()
     files = embed_items(items, {m.name: m.embedder for m in methods}, Path(work_dir),
-                        bench.queries.digest() + bench.database.digest(), progress, workers)
+                        bench.queries.digest() + bench.database.digest(), progress, workers,
+                        engine, remotes)
     num_queries = len(bench.queries)
     failed = failed_positions(files, len(items))
     evaluation = Evaluation(query_rows=np.flatnonzero(~failed[:num_queries]),

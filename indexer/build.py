@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer import gpu, metadata, store
+from indexer.cluster.engine import Engine, WorkerFactory
 from indexer.dedup import with_content_hashes
 from indexer.embedder_protocol import EmbedderLike
 from indexer.errors import IndexExistsError, SourceError
@@ -90,6 +91,8 @@ def build_index(
     exact_threshold: int = EXACT_THRESHOLD,
     model_name: str | None = None,
     memory: int | None = None,
+    engine: Engine | None = None,
+    remote: WorkerFactory | None = None,
 ) -> tuple[RetrievalIndex, IngestResult]:
     """Embed `source` (resumably), build and tune the index, and save it in `out_dir`.
 
@@ -97,7 +100,8 @@ def build_index(
     IVF with fast-scan PQ and a refine stage above, nprobe and k_factor tuned to
     recall@100 >= 0.95; within `memory` bytes when given). `model_name` is recorded so that
     later commands can load the same model. A build in which no item embeds leaves nothing
-    behind: no shards, and no `out_dir` if this call created it.
+    behind: no shards, and no `out_dir` if this call created it. `engine` and `remote`: where the
+    items are embedded (see `indexer.shards.embed_in_shards`).
     """
     out = Path(out_dir)
     if (out / store.MANIFEST_NAME).exists():
@@ -108,7 +112,8 @@ def build_index(
         raise SourceError("; ".join([f"{source.origin}: no items to index", *source.skipped]))
     source = with_content_hashes(source, progress)
     created = not out.exists()
-    embedded = embed_in_shards(source.items, embedder, out / BUILD_DIR_NAME, shard_size, progress)
+    embedded = embed_in_shards(source.items, embedder, out / BUILD_DIR_NAME, shard_size, progress,
+                               engine, remote)
     if len(embedded.ordinals) == 0:
         discard_builds(out / BUILD_DIR_NAME)
         if created and not any(out.iterdir()):

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer import gpu, metadata, store
+from indexer.cluster.engine import Engine, WorkerFactory
 from indexer.dedup import already_indexed, with_content_hashes
 from indexer.embedder_protocol import EmbedderLike, EmbedResultLike
 from indexer.errors import (
@@ -231,11 +232,13 @@ class RetrievalIndex:
     # -- changing ----------------------------------------------------------------------------
 
     def add(self, source: Source, embedder: EmbedderLike, progress: bool = True,
-            shard_size: int = DEFAULT_SHARD_SIZE, allow_duplicates: bool = False) -> IngestResult:
+            shard_size: int = DEFAULT_SHARD_SIZE, allow_duplicates: bool = False,
+            engine: Engine | None = None, remote: WorkerFactory | None = None) -> IngestResult:
         """Embed and append `source` (resumable until the next save); call `save()` to keep it.
 
         Files the index already holds (same path and content, see `indexer.dedup`) are skipped
-        and listed in `IngestResult.duplicates`, unless `allow_duplicates`.
+        and listed in `IngestResult.duplicates`, unless `allow_duplicates`. `engine` and `remote`:
+        where the items are embedded (see `indexer.shards.embed_in_shards`).
         """
         self._require_writable()
         self._check_fingerprint(embedder.fingerprint, f"{source.origin} embedder")
@@ -244,7 +247,8 @@ class RetrievalIndex:
                       else already_indexed(self._table, source.metadata))
         wanted = np.setdiff1d(np.arange(len(source), dtype=np.int64), duplicates)
         embedded = embed_in_shards([source.items[i] for i in wanted], embedder,
-                                   self.directory / BUILD_DIR_NAME, shard_size, progress)
+                                   self.directory / BUILD_DIR_NAME, shard_size, progress,
+                                   engine, remote)
         ordinals = wanted[embedded.ordinals]
         rows = source.metadata.take(pa.array(ordinals))
         ids = self.add_vectors(embedded.vectors, rows, embedder.fingerprint, source.origin)

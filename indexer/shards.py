@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from indexer.cluster.engine import Engine, LocalEngine, WorkerFactory
 from indexer.embedder_protocol import EmbedderLike
 from retrieval.fileio import atomic_path
 
@@ -71,14 +72,22 @@ def embed_in_shards(
     build_root: str | Path,
     shard_size: int = DEFAULT_SHARD_SIZE,
     progress: bool = True,
+    engine: Engine | None = None,
+    remote: WorkerFactory | None = None,
 ) -> EmbeddedItems:
     """Embed `items`, reusing shards that an interrupted run over the same items left behind.
 
     Each distinct build gets its own folder under `build_root`, so several pending ingests
     (say two `add` calls before a save) or a retry with another model never mix their shards.
+    `engine` (default: this process) embeds the missing shards; a remote one (Ray) builds its
+    workers with `remote`, a picklable factory of the same model (`RemoteEmbedder`). Each shard
+    is saved as soon as it is done, whatever the order, so a rerun redoes only the others.
     """
     if shard_size <= 0:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
+    engine = engine or LocalEngine()
+    if engine.remote and remote is None:
+        raise ValueError(f"engine {engine.name} needs a picklable embedder factory (remote=...)")
     build_dir = Path(build_root) / build_key(items, embedder, shard_size)
     bounds = [
         (start, min(start + shard_size, len(items)))
@@ -94,12 +103,15 @@ def embed_in_shards(
     if already:
         LOG.info("%s: %d of %d items already embedded by an interrupted run; embedding the rest",
                  build_dir, already, len(items))
+    missing = [number for number in range(len(bounds)) if number not in shards]
+    jobs = [list(items[slice(*bounds[number])]) for number in missing]
+    make_worker = remote if engine.remote else lambda: embedder.embed
     with tqdm(total=len(items), initial=already, unit="img", desc="embedding",
               disable=not progress, dynamic_ncols=True) as bar:
-        for number, (start, stop) in enumerate(bounds):
-            if number in shards:
-                continue
-            shard = _embed_shard(items[start:stop], start, embedder)
+        for position, result in engine.map_unordered(make_worker, jobs):
+            number = missing[position]
+            start, stop = bounds[number]
+            shard = _checked_shard(result, start, stop - start, embedder.dim)
             _write_shard(shard_path(build_dir, number), shard)
             shards[number] = shard
             bar.update(stop - start)
@@ -111,19 +123,19 @@ def discard_builds(build_root: str | Path) -> None:
     shutil.rmtree(build_root, ignore_errors=True)
 
 
-def _embed_shard(items: Sequence[Any], start: int, embedder: EmbedderLike) -> EmbeddedItems:
-    result = embedder.embed(list(items), progress=False)
+def _checked_shard(result: Any, start: int, count: int, dim: int) -> EmbeddedItems:
+    """The embedder's answer for `count` items from `start`, checked and in item order."""
     vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
     ok = np.asarray(result.ok, dtype=np.int64)
-    if vectors.ndim != 2 or vectors.shape != (len(ok), embedder.dim):
+    if vectors.ndim != 2 or vectors.shape != (len(ok), dim):
         raise ValueError(
             f"embedder returned vectors of shape {vectors.shape} for {len(ok)} items, "
-            f"expected ({len(ok)}, {embedder.dim})"
+            f"expected ({len(ok)}, {dim})"
         )
     order = np.argsort(ok, kind="stable")  # ids follow item order whatever the embedder's order
     failed = sorted((int(i) + start, str(message)) for i, message in result.errors)
     shard = EmbeddedItems(vectors=vectors[order], ordinals=ok[order] + start, errors=failed)
-    if not _covers_exactly(shard, start, start + len(items)):
+    if not _covers_exactly(shard, start, start + count):
         raise ValueError("embedder must report every item exactly once, as embedded or failed")
     return shard
 

@@ -1,29 +1,27 @@
 """Helpers shared by several test files (no test imports another test).
 
-`FakeEmbedder` follows the `retrieval.embed` contract without a network: each item maps to a
-unit vector seeded by its content, so the same image always gets the same vector and a copy of
-a database image finds the original at rank 1. `tiny_reranker` is a real re-ranker with tiny
+`FakeEmbedder` (from `fake_embedder`) follows the `retrieval.embed` contract without a network.
+`tiny_reranker` is a real re-ranker with tiny
 untrained networks; `MODELS` and `OTHER_DENSE` name the checkpoints of two dense caches.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from fake_embedder import PNG_MAGIC, FakeEmbedder, FakeEmbedResult, SimulatedCrash
 from PIL import Image
 
 from indexer.rerank.cache import ViewModels
 from indexer.sources import Source
 from retrieval.train import TrainSettings
+
+__all__ = ["PNG_MAGIC", "FakeEmbedResult", "FakeEmbedder", "SimulatedCrash"]  # and those below
 
 
 def tiny_train_settings(data_dir: Path, out_dir: Path, **overrides) -> TrainSettings:
@@ -35,68 +33,6 @@ def tiny_train_settings(data_dir: Path, out_dir: Path, **overrides) -> TrainSett
         progress=False,
     )
     return TrainSettings(**{**tiny, **overrides})
-
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class SimulatedCrash(RuntimeError):
-    """Stands for a process killed in the middle of a long job."""
-
-
-@dataclass
-class FakeEmbedResult:
-    vectors: np.ndarray
-    ok: np.ndarray
-    errors: list[tuple[int, str]]
-
-
-class FakeEmbedder:
-    """Deterministic embedder: PNG files by their bytes, dict rows by their JSON."""
-
-    def __init__(self, dim: int = 16, fingerprint: str = "fake-model-v1",
-                 crash_on_call: int | None = None) -> None:
-        self.dim = dim
-        self.fingerprint = fingerprint
-        self.config = {"name": "fake", "dim": dim}
-        self.crash_on_call = crash_on_call
-        self.calls = 0
-        self.items_embedded = 0
-
-    def embed(self, items: Sequence[Any], progress: bool = False) -> FakeEmbedResult:
-        self.calls += 1
-        if self.calls == self.crash_on_call:
-            raise SimulatedCrash(f"simulated crash on call {self.calls}")
-        vectors, ok, errors = [], [], []
-        for position, item in enumerate(items):
-            try:
-                content = self._content(item)
-            except (OSError, ValueError) as error:
-                errors.append((position, f"{item}: {error}"))
-                continue
-            vectors.append(self.vector_of(content))
-            ok.append(position)
-        self.items_embedded += len(ok)
-        stacked = np.stack(vectors) if vectors else np.zeros((0, self.dim), np.float32)
-        return FakeEmbedResult(stacked, np.array(ok, dtype=np.int64), errors)
-
-    def vector_of(self, content: bytes) -> np.ndarray:
-        digest = hashlib.sha256(self.fingerprint.encode() + content).digest()
-        seed = int.from_bytes(digest[:8], "big")
-        vector = np.random.default_rng(seed).standard_normal(self.dim)
-        return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-    def vectors_of(self, items: Sequence[Any]) -> np.ndarray:
-        return np.stack([self.vector_of(self._content(item)) for item in items])
-
-    @staticmethod
-    def _content(item: Any) -> bytes:
-        if isinstance(item, dict):
-            return json.dumps(item, sort_keys=True).encode()
-        data = Path(item).read_bytes()
-        if not data.startswith(PNG_MAGIC):
-            raise ValueError("not a PNG image")
-        return data
 
 
 def write_pngs(folder: Path, count: int, seed: int = 0) -> list[Path]:

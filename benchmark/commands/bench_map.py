@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from benchmark.commands.engine_options import engine_options, opened_engine
 from benchmark.commands.options import resolve_device, writable_folder
+from indexer.cluster.engine import RAY
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
 from retrieval.sim.layout import PRESETS
 
@@ -21,6 +23,8 @@ BENCHMARK_SPLITS = ("test",)
 
 if TYPE_CHECKING:
     from benchmark.evaluate import Method
+    from indexer.cluster.embedding import RemoteEmbedder
+    from indexer.cluster.engine import Engine
     from retrieval.rerank.reranker import Reranker
 
 
@@ -59,12 +63,17 @@ if TYPE_CHECKING:
               help=f"Dense checkpoint (directory, or '{SHIPPED_DENSE}' for the shipped one) for --rerank.")
 @click.option("--locator", default=DEFAULT_LOCATOR, show_default=True,
               help="Model whose localisation head finds the object for --rerank.")
+@engine_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def map_command(data, preset, seed, distractors, distractor_objects, methods, out_dir, factory,
-                device, batch_size, workers, rerank, dense, locator, quiet):
+                device, batch_size, workers, rerank, dense, locator, engine, address,
+                engine_workers, quiet):
     """Compare methods by mAP@100 per blur level 1..6, with distractors; write the report."""
     started = time.perf_counter()
     progress = not quiet
+    if engine == RAY and workers is not None:
+        raise click.UsageError("--workers sets this process's loaders; with --engine ray, "
+                               "give --engine-workers")
     device = resolve_device(device)
     out = Path(out_dir)
     loaded = load_methods(_method_names(methods), device, batch_size)
@@ -81,18 +90,23 @@ def map_command(data, preset, seed, distractors, distractor_objects, methods, ou
         "seed": seed if data is None else None, "distractors_requested": distractors,
         "distractor_objects_requested": distractor_objects,
         "factory": factory, "device": device, "batch_size": batch_size, "workers": workers,
+        "engine": {"name": engine, "address": address, "workers": engine_workers},
         "rerank": {"k": rerank, "dense": dense, "locator": locator,
                    "params": vars(reranker.params)} if reranker else None,
     }
-    run_map_benchmark(manifest, loaded, out, config, started, progress, reranker)
+    with opened_engine(engine, address, engine_workers) as opened:
+        config["engine"]["workers"] = getattr(opened, "workers", None)
+        run_map_benchmark(manifest, loaded, out, config, started, progress, reranker, opened)
 
 
 def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: dict,
-                      started: float, progress: bool, reranker: Reranker | None = None) -> dict:
+                      started: float, progress: bool, reranker: Reranker | None = None,
+                      engine: Engine | None = None) -> dict:
     """Evaluate `loaded` methods on the benchmark set of `manifest`; write and print the report.
 
-    `config` carries distractors_requested, factory, device and workers (recorded verbatim), and
-    with a `reranker` the "rerank" settings (its "k" is the depth re-ranked).
+    `config` carries distractors_requested, factory, device, batch_size and workers (recorded
+    verbatim), and with a `reranker` the "rerank" settings (its "k" is the depth re-ranked).
+    `engine` (default this process) embeds the images.
     """
     from benchmark.evaluate import EvaluationError, evaluate
     from benchmark.plots import PLOT_NAME, draw_level_grids, plot_map_by_level
@@ -109,7 +123,8 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
     data_seconds = time.perf_counter() - started
     try:
         evaluation = evaluate(bench, loaded, out / CACHE_DIR, config["factory"], config["device"],
-                              progress, config["workers"])
+                              progress, config["workers"], engine,
+                              _remotes(loaded, config, engine))
     except (EvaluationError, InvalidFactoryError, VectorCacheError) as error:
         raise click.ClickException(str(error)) from error
     if reranker is not None:
@@ -130,6 +145,18 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
                     *(out / path for by_method in grids.values() for path in by_method.values())]:
         click.echo(f"wrote {written}")
     return report
+
+
+def _remotes(loaded: list[Method], config: dict, engine: Engine | None
+             ) -> dict[str, RemoteEmbedder] | None:
+    """What a remote engine's workers load for each method: its checkpoint, by fingerprint."""
+    from indexer.cluster.embedding import RemoteEmbedder
+
+    if engine is None or not engine.remote:
+        return None
+    return {m.name: RemoteEmbedder(m.checkpoint or m.name, m.embedder.fingerprint,
+                                   config["device"], config.get("batch_size", 64))
+            for m in loaded}
 
 
 def _method_names(value: str) -> list[str]:

@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from benchmark.commands.engine_options import (
+    RAY_SHARD_SIZE,
+    engine_options,
+    opened_engine,
+    remote_embedder,
+    shard_size_for,
+)
 from benchmark.commands.index_rerank import (
     DEFAULT_DENSE,
     MAX_LISTED_SKIPS,
@@ -88,16 +95,19 @@ def index_group() -> None:
                    "(IVF-PQ, with an 8-bit refine stage where it fits) when flat vectors do not fit.")
 @_device_option
 @_batch_option
-@click.option("--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE,
-              show_default=True, help="Items per resumable embedding shard.")
+@click.option("--shard-size", type=click.IntRange(min=1),
+              help=f"Items per resumable embedding shard (default: {DEFAULT_SHARD_SIZE}; "
+                   f"{RAY_SHARD_SIZE} with --engine ray, so that every worker gets some).")
 @click.option("--dense", is_flag=False, flag_value=DEFAULT_DENSE, default=None,
               metavar="[PATH_OR_NAME]",
               help="Also cache every image's dense view for `query --rerank`, made by this dense "
                    f"checkpoint (alone: the shipped '{DEFAULT_DENSE}').")
 @locator_option
+@engine_options
 @_quiet_option
 def build_command(src: Path, out_dir: Path, model: str, factory: str, index_memory: int | None,
-                  device: str, batch_size: int, shard_size: int, dense: str | None, locator: str,
+                  device: str, batch_size: int, shard_size: int | None, dense: str | None,
+                  locator: str, engine: str, address: str | None, engine_workers: int | None,
                   quiet: bool) -> None:
     """Index SRC (a folder of images or a manifest .parquet) into a new folder."""
     from indexer.build import build_index
@@ -112,9 +122,12 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, index_memo
         with model_load_errors(model):
             embedder = load_embedder(model, device, batch_size)
         rerank = None if dense is None else load_rerank_models(dense, locator, device)
-        index, result = build_index(source, embedder, out_dir, factory=factory, device=device,
-                                    shard_size=shard_size, progress=not quiet,
-                                    model_name=recorded_model(model), memory=index_memory)
+        with opened_engine(engine, address, engine_workers) as opened:
+            index, result = build_index(
+                source, embedder, out_dir, factory=factory, device=device,
+                shard_size=shard_size or shard_size_for(opened), progress=not quiet,
+                model_name=recorded_model(model), memory=index_memory, engine=opened,
+                remote=remote_embedder(opened, model, embedder, device, batch_size))
     if rerank is not None:
         items = [source.items[i] for i in result.ordinals]
         cache_views(index, rerank, result.ids, items, quiet)
@@ -129,9 +142,11 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, index_memo
               help="Add files the index already holds (same path and content) again.")
 @_device_option
 @_batch_option
+@engine_options
 @_quiet_option
 def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates: bool,
-                device: str, batch_size: int, quiet: bool) -> None:
+                device: str, batch_size: int, engine: str, address: str | None,
+                engine_workers: int | None, quiet: bool) -> None:
     """Append the images or rows of SRC to the index in INDEX_DIR (and their dense views to its
     dense cache, when it has one)."""
     from indexer.index import open_index
@@ -142,7 +157,12 @@ def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates:
         source = source_from(src)
         embedder = _load_for(index, model, device, batch_size)
         rerank = cache_models(index_dir, device)
-        result = index.add(source, embedder, progress=not quiet, allow_duplicates=allow_duplicates)
+        with opened_engine(engine, address, engine_workers) as opened:
+            result = index.add(source, embedder, progress=not quiet,
+                               allow_duplicates=allow_duplicates,
+                               shard_size=shard_size_for(opened), engine=opened,
+                               remote=remote_embedder(opened, model or model_of(index), embedder, device,
+                                              batch_size))
         index.save()
     if rerank is not None:
         items = [source.items[i] for i in result.ordinals]
