@@ -26,6 +26,7 @@ from benchmark.commands.engine_options import (
     remote_embedder,
     shard_size_for,
 )
+from benchmark.commands.index_info import format_info
 from benchmark.commands.index_rerank import (
     DEFAULT_DENSE,
     MAX_LISTED_SKIPS,
@@ -216,7 +217,7 @@ def info_command(index_dir: Path, as_json: bool) -> None:
     except IndexStoreError as error:
         raise click.UsageError(str(error)) from error
     info["dense_cache"] = dense_cache_info(index_dir)
-    click.echo(json.dumps(info, indent=2) if as_json else _format_info(info))
+    click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
 
 
 @click.command("query", cls=JsonErrorsCommand)
@@ -376,43 +377,3 @@ def _finish_ingest(index: RetrievalIndex, source: Source, result: IngestResult,
                          f"{duplicates}; {index.count} vectors in {index.directory}"))
     if skipped:
         click.get_current_context().exit(EXIT_SKIPPED)
-
-
-def _format_info(info: dict[str, Any]) -> str:
-    tuned = info["tuned"]
-    if "recall" in tuned:
-        probe = f"nprobe {tuned['nprobe']}, " if "nprobe" in tuned else ""
-        probe += f"k_factor {tuned['k_factor']}, " if "k_factor" in tuned else ""
-        search = (f"{probe}recall@{tuned['recall_k']} {tuned['recall']:.3f} on "
-                  f"{tuned['queries']} queries (measured at {tuned['measured_on']} vectors)")
-    else:
-        search = "exact"
-    model = info["model"]
-    lines = {
-        "directory": info["directory"],
-        "vectors": info["count"],
-        "next id": info["next_id"],
-        "dimension": info["dim"],
-        "metric": info["metric"],
-        "factory": info["factory"],
-        "search": search,
-        "model": f"{model.get('name') or '?'} (fingerprint {model['fingerprint']})",
-        "created": info["created"],
-        "updated": f"{info['updated']} (generation {info['generation']})",
-        "memory-mapped": "yes" if info["memory_mapped"] else "no",
-        "dense cache": _format_cache(info["dense_cache"]),
-        "format version": info["format_version"],
-    }
-    width = max(len(key) for key in lines)
-    return "\n".join(f"{key:<{width}}  {value}" for key, value in lines.items())
-
-
-def _format_cache(cache: dict[str, Any] | None) -> str:
-    from indexer.rerank.cache import size_summary
-
-    if cache is None:
-        return "none"
-    if "error" in cache:
-        return cache["error"]
-    return (f"{size_summary(cache['views'], cache['bytes'])} ({cache['bytes']} bytes; "
-            f"dense {cache['dense']}, locator {cache['locator']})")
