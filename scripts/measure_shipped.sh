@@ -5,6 +5,8 @@
 #   bash scripts/measure_shipped.sh                      # every stage but the 100k table
 #   STAGES="test demo" bash scripts/measure_shipped.sh   # some of them
 #   STAGES=100k bash scripts/measure_shipped.sh          # about an hour on the 2-core CPU
+#   ENGINE_ARGS="--engine ray" STAGES=100k bash scripts/measure_shipped.sh   # on Ray (README
+#                                                        # "Scale out"): 1.5x on these 2 cores
 #
 # Stages: test (mAP@100 of the four on the test split, no distractors), tune (re-ranking
 # parameters chosen on val with the new locator, written to the dense checkpoint's dense.json),
@@ -20,6 +22,7 @@ RUNS=${RUNS:-runs/measure}
 REPORTS=${REPORTS:-docs/figures}
 STAGES=${STAGES:-test tune rerank10k latency figure demo}
 METHODS=blur-aware,standard,sharp-only,blur-aware-no-be
+read -r -a ENGINE <<< "${ENGINE_ARGS:-}"  # added to every bench map, e.g. --engine ray
 
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
@@ -48,7 +51,7 @@ for stage in $STAGES; do
   case $stage in
     test)
       timed test $BIN bench map --data "$DATA" --distractors 0 --methods "$METHODS" \
-        --out "$RUNS/map-small" -q
+        --out "$RUNS/map-small" "${ENGINE[@]}" -q
       publish "$RUNS/map-small" "$REPORTS/map_small_test" ;;
     tune)
       timed tune $PYTHON scripts/tune_rerank.py "$DATA" --k 50 --distractors 10000 \
@@ -56,7 +59,7 @@ for stage in $STAGES; do
         --write retrieval/checkpoints/dense/dense.json ;;
     rerank10k)
       timed rerank10k $BIN bench map --data "$DATA" --distractors 10000 --methods "$METHODS" \
-        --out "$RUNS/rerank-10k" --rerank 50 -q
+        --out "$RUNS/rerank-10k" --rerank 50 "${ENGINE[@]}" -q
       publish "$RUNS/rerank-10k" "$REPORTS/rerank_small_10k" level5_blur-aware.png \
         level5_blur-aware_rerank50.png level6_blur-aware.png level6_blur-aware_rerank50.png ;;
     latency)
@@ -69,7 +72,7 @@ for stage in $STAGES; do
       cp "$RUNS/demo/report/map_by_blur_level.png" "$REPORTS/demo_map_by_blur_level.png" ;;
     100k)
       timed 100k $BIN bench map --data "$DATA" --distractors 100000 --methods "$METHODS" \
-        --out "$RUNS/map-100k" -q
+        --out "$RUNS/map-100k" "${ENGINE[@]}" -q
       publish "$RUNS/map-100k" "$REPORTS/map_small_100k" ;;
     *)
       echo "unknown stage '$stage'; stages: test tune rerank10k latency figure demo 100k" >&2
