@@ -5,15 +5,18 @@ stop half way, as a Ray run that is killed does."""
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from fake_embedder import FakeRemote
 from fakes import FakeEmbedder, SimulatedCrash, virtual_source, write_pngs
 
+from benchmark.commands.main import main
 from benchmark.vector_cache import STREAM_BATCH, embed_items
 from indexer.cluster.choice import open_engine
 from indexer.cluster.embedding import RemoteEmbedder
@@ -153,3 +156,22 @@ def test_a_local_run_after_an_interrupted_remote_one_embeds_past_the_prefix(tmp_
     files = embed_items(items, {"fake": embedder}, tmp_path, "k", progress=False, workers=0)
     assert embedder.items_embedded == count  # this process resumes at the prefix only
     np.testing.assert_array_equal(files["fake"].vectors, FakeEmbedder().vectors_of(items))
+
+
+def test_without_ray_installed_the_engine_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(EngineError, match=r"--engine ray needs Ray: pip install 'blur-retrieval\[ray\]'"):
+        open_engine("ray")
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--engine-workers", "2"], "--engine-workers needs --engine ray"),
+    (["--address", "10.0.0.1:6379"], "--address 10.0.0.1:6379 needs --engine ray"),
+])
+def test_ray_options_without_the_ray_engine_are_usage_errors(tmp_path, options, message):
+    write_pngs(tmp_path / "img", 2)
+    result = CliRunner().invoke(main, ["index", "build", str(tmp_path / "img"), "--out",
+                                       str(tmp_path / "index"), "--model", "blur-aware",
+                                       "--device", "cpu", "-q", *options])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "index").exists()

@@ -94,7 +94,7 @@ def map_command(data, preset, seed, distractors, distractor_objects, methods, ou
         "rerank": {"k": rerank, "dense": dense, "locator": locator,
                    "params": vars(reranker.params)} if reranker else None,
     }
-    with opened_engine(engine, address, engine_workers) as opened:
+    with opened_engine(engine, address, engine_workers, device) as opened:
         config["engine"]["workers"] = getattr(opened, "workers", None)
         run_map_benchmark(manifest, loaded, out, config, started, progress, reranker, opened)
 

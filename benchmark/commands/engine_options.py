@@ -41,15 +41,17 @@ def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def opened_engine(engine: str, address: str | None, workers: int | None
+def opened_engine(engine: str, address: str | None, workers: int | None, device: str
                   ) -> Iterator[Engine]:
-    """The engine asked for, shut down afterwards; one that cannot start is a usage error."""
+    """The engine asked for, shut down afterwards; one that cannot start is a usage error.
+    With `device` "cpu" the workers hold no GPU (else one each when the cluster has GPUs)."""
     from indexer.cluster.choice import open_engine
 
     if engine == LOCAL and workers is not None:
         raise click.UsageError(f"--engine-workers needs --engine {RAY}")
     try:
-        opened = open_engine(engine, address=address, workers=workers)
+        opened = open_engine(engine, address=address, workers=workers,
+                             gpus_per_worker=0.0 if device == "cpu" else None)
     except EngineError as error:
         raise click.UsageError(str(error)) from error
     try:

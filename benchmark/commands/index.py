@@ -123,7 +123,7 @@ def build_command(src: Path, out_dir: Path, model: str, factory: str, index_memo
         with model_load_errors(model):
             embedder = load_embedder(model, device, batch_size)
         rerank = None if dense is None else load_rerank_models(dense, locator, device)
-        with opened_engine(engine, address, engine_workers) as opened:
+        with opened_engine(engine, address, engine_workers, device) as opened:
             index, result = build_index(
                 source, embedder, out_dir, factory=factory, device=device,
                 shard_size=shard_size or shard_size_for(opened), progress=not quiet,
@@ -158,7 +158,7 @@ def add_command(index_dir: Path, src: Path, model: str | None, allow_duplicates:
         source = source_from(src)
         embedder = _load_for(index, model, device, batch_size)
         rerank = cache_models(index_dir, device)
-        with opened_engine(engine, address, engine_workers) as opened:
+        with opened_engine(engine, address, engine_workers, device) as opened:
             result = index.add(source, embedder, progress=not quiet,
                                allow_duplicates=allow_duplicates,
                                shard_size=shard_size_for(opened), engine=opened,
