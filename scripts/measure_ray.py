@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent / "blur-retrieval"
 def _run(out: Path, args: list[str]) -> dict:
     """One `bench map` into a fresh `out`; its report."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [str(BIN), "bench", "map", *args, "--out", str(out), "-q"]
+    command = [str(BIN), "bench", "map", *args, "--out", str(out)]  # its progress on stderr
     click.echo("$ " + " ".join(command), err=True)
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "report.json").read_text(encoding="utf-8"))

@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from fake_embedder import PNG_MAGIC, FakeEmbedder, FakeEmbedResult, SimulatedCrash
+from fake_embedder import PNG_MAGIC as PNG_MAGIC  # re-exported: the tests import them from here
+from fake_embedder import FakeEmbedder as FakeEmbedder
+from fake_embedder import FakeEmbedResult as FakeEmbedResult
+from fake_embedder import SimulatedCrash as SimulatedCrash
 from PIL import Image
 
 from indexer.rerank.cache import ViewModels
 from indexer.sources import Source
 from retrieval.train import TrainSettings
-
-__all__ = ["PNG_MAGIC", "FakeEmbedResult", "FakeEmbedder", "SimulatedCrash"]  # and those below
 
 
 def tiny_train_settings(data_dir: Path, out_dir: Path, **overrides) -> TrainSettings:

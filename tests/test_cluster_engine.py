@@ -175,3 +175,10 @@ def test_ray_options_without_the_ray_engine_are_usage_errors(tmp_path, options, 
                                        "--device", "cpu", "-q", *options])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "index").exists()
+
+
+def test_bench_map_refuses_loader_workers_with_the_ray_engine(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "map", "--preset", "tiny", "--engine", "ray",
+                                       "--workers", "2", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "with --engine ray, give --engine-workers" in result.output
+    assert not (tmp_path / "out" / "report.json").exists()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from benchmark.commands.engine_options import engine_options, opened_engine
+from benchmark.commands.engine_options import engine_options, opened_engine, remote_embedder
 from benchmark.commands.options import resolve_device, writable_folder
 from indexer.cluster.engine import RAY
 from retrieval.rerank.names import DEFAULT_LOCATOR, SHIPPED_DENSE
@@ -149,13 +149,11 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
 
 def _remotes(loaded: list[Method], config: dict, engine: Engine | None
              ) -> dict[str, RemoteEmbedder] | None:
-    """What a remote engine's workers load for each method: its checkpoint, by fingerprint."""
-    from indexer.cluster.embedding import RemoteEmbedder
-
+    """What a remote engine's workers load for each method (None on the local engine)."""
     if engine is None or not engine.remote:
         return None
-    return {m.name: RemoteEmbedder(m.checkpoint or m.name, m.embedder.fingerprint,
-                                   config["device"], config.get("batch_size", 64))
+    return {m.name: remote_embedder(engine, m.checkpoint or m.name, m.embedder,
+                                    config["device"], config["batch_size"])
             for m in loaded}
 
 

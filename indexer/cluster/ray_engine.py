@@ -90,7 +90,7 @@ class RayEngine:
         if workers < 1:
             raise EngineError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        self.cpus_per_worker = max(1.0, cpus / workers) if cpus >= workers else cpus / workers
+        self.cpus_per_worker = cpus / workers
         self.gpus_per_worker = gpus_per_worker
         self._actors: list[Any] = []
         self._calls = 0
