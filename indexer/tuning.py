@@ -63,9 +63,12 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, found_scores: np.ndarray |
     return float((hits & (found >= 0)).sum() / truth.size)
 
 
-# A refine stage re-scores k_factor * k candidates exactly; nprobe is tuned at the largest factor,
-# then the factor is lowered while the recall holds.
-K_FACTORS = (16, 8, 4, 2, 1)
+# A refine stage re-scores k_factor * k candidates exactly. nprobe is tuned at START_K_FACTOR;
+# when even every list misses the target there (the codes rank too coarsely, as at 5,000,000
+# vectors and more), the larger factors are tried in turn. Then the factor is lowered while the
+# recall holds. Largest first.
+K_FACTORS = (256, 64, 16, 8, 4, 2, 1)
+START_K_FACTOR = 16
 
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
@@ -112,12 +115,35 @@ def tune_nprobe(index: faiss.Index, truth: np.ndarray, queries: np.ndarray,
     return nprobe, recall
 
 
+def tune_nprobe_and_k_factor(index: faiss.Index, truth: np.ndarray, queries: np.ndarray,
+                             target: float, cutoff_scores: np.ndarray | None
+                             ) -> tuple[int, float]:
+    """`tune_nprobe` at START_K_FACTOR, and at each larger factor of `K_FACTORS` while the target
+    is missed; a larger factor is first tried with every list probed, so one that cannot reach
+    the target costs one search, not a scan of every nprobe. Leaves the index at the last factor
+    tried and returns the chosen nprobe and its recall."""
+    set_k_factor(index, START_K_FACTOR)
+    nprobe, recall = tune_nprobe(index, truth, queries, target, cutoff_scores)
+    nlist = faiss.extract_index_ivf(index).nlist
+    for k_factor in reversed(K_FACTORS[:K_FACTORS.index(START_K_FACTOR)]):
+        if recall >= target:
+            break
+        set_k_factor(index, k_factor)
+        everything = _recall_with(index, truth, queries, cutoff_scores, nprobe=nlist)
+        if everything >= target:
+            return tune_nprobe(index, truth, queries, target, cutoff_scores)
+        nprobe, recall = nlist, everything
+    return nprobe, recall
+
+
 def tune_k_factor(index: faiss.Index, truth: np.ndarray, queries: np.ndarray, target: float,
                   cutoff_scores: np.ndarray | None, recall: float) -> tuple[int, float]:
-    """The smallest of `K_FACTORS` that keeps recall >= `target` at the index's current nprobe
-    (the largest when even that misses it); `recall` is the one measured at the largest."""
-    chosen = K_FACTORS[0], recall
-    for k_factor in K_FACTORS[1:]:
+    """The smallest of `K_FACTORS`, from the index's current factor down, that keeps recall >=
+    `target` at its current nprobe (the current one when even that misses it); `recall` is the
+    one measured at the current factor."""
+    current = int(refine_stage(index).k_factor)
+    chosen = current, recall
+    for k_factor in K_FACTORS[K_FACTORS.index(current) + 1:]:
         lower = _recall_with(index, truth, queries, cutoff_scores, k_factor=k_factor)
         if lower < target:
             break
@@ -149,12 +175,14 @@ def tune_index(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray,
     cutoff = exact_scores[:, -1]
     tuned: dict[str, Any] = {"recall_k": k, "queries": len(queries), "measured_on": len(vectors)}
     refines = refine_stage(index) is not None
-    if refines:
-        set_k_factor(index, K_FACTORS[0])
-    if faiss.try_extract_index_ivf(index) is not None:
-        nprobe, recall = tune_nprobe(index, truth, queries, target, cutoff)
+    ivf = faiss.try_extract_index_ivf(index) is not None
+    if ivf:
+        tune = tune_nprobe_and_k_factor if refines else tune_nprobe
+        nprobe, recall = tune(index, truth, queries, target, cutoff)
         tuned.update(nprobe=nprobe, target=target)
     else:
+        if refines:
+            set_k_factor(index, START_K_FACTOR)
         recall = _recall_with(index, truth, queries, cutoff)
     if refines:
         k_factor, recall = tune_k_factor(index, truth, queries, target, cutoff, recall)

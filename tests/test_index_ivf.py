@@ -22,6 +22,7 @@ from indexer.factory import (
 )
 from indexer.tuning import (
     K_FACTORS,
+    START_K_FACTOR,
     exact_neighbours,
     exact_top_k,
     nprobe_steps,
@@ -138,6 +139,35 @@ def test_the_smallest_k_factor_that_keeps_the_recall_is_chosen() -> None:
         smaller = K_FACTORS[K_FACTORS.index(k_factor) + 1]
         set_k_factor(index, smaller)
         assert recall_at_k(index.search(queries, 20)[1], truth) < 0.9
+
+
+def coarse_refined_index(count: int = 5_000) -> tuple[faiss.Index, np.ndarray]:
+    """Four lists of 4-byte codes: too coarse for 16 x k candidates to hold the exact top 20."""
+    vectors = random_unit_vectors(count, 16, seed=3)
+    index, _ = create_index("IVF4,PQ4x4fs,RFlat", 16)
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(count))
+    return index, vectors
+
+
+def test_a_larger_k_factor_is_tried_when_every_list_misses_the_target() -> None:
+    index, vectors = coarse_refined_index()
+    queries = vectors[:200]
+    truth = exact_neighbours(vectors, np.arange(len(vectors)), queries, 20)
+    set_nprobe(index, 4)
+    set_k_factor(index, START_K_FACTOR)
+    assert recall_at_k(index.search(queries, 20)[1], truth) < 0.95  # every list, factor 16
+    tuned = tune_index(index, vectors, np.arange(len(vectors)), np.arange(0), k=20)
+    assert tuned["k_factor"] > START_K_FACTOR and tuned["recall"] >= 0.95
+    assert refine_stage(index).k_factor == tuned["k_factor"]
+    assert faiss.extract_index_ivf(index).nprobe == tuned["nprobe"]
+
+
+def test_an_unreachable_target_leaves_the_largest_factor_and_every_list() -> None:
+    index, vectors = coarse_refined_index()
+    tuned = tune_index(index, vectors, np.arange(len(vectors)), np.arange(0), k=20, target=1.01)
+    assert (tuned["k_factor"], tuned["nprobe"]) == (K_FACTORS[0], 4)
+    assert tuned["recall"] >= 0.99  # 256 x 20 candidates: nearly every vector is re-scored
 
 
 @pytest.mark.parametrize(("n", "nlist"), [(20_000, 512), (1_001, 16), (39, 1), (1, 1)])

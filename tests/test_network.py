@@ -64,6 +64,23 @@ def test_detached_blur_features_give_the_same_vectors_but_no_retrieval_gradient(
     assert bool(blur_weights.grad.any())  # without detaching, the embedding shapes the branch
 
 
+@pytest.mark.parametrize("head", ["global", "crop"])
+def test_isolated_blur_branch_sends_no_gradient_into_the_shared_map(head):
+    net = tiny_net(head=head).train()
+    batch = images()
+    plain = net(batch)
+    isolated = net(batch, isolate_blur=True)
+    torch.testing.assert_close(isolated.embedding, plain.embedding)
+    torch.testing.assert_close(isolated.blur_value, plain.blur_value)
+    shared = net.locator if head == "crop" else net.backbone
+    isolated.blur_value.sum().backward()  # L_be's path alone
+    assert all(p.grad is None or not bool(p.grad.any()) for p in shared.parameters())
+    assert bool(net.blur_branch.hidden[0].weight.grad.any())  # the branch itself still learns
+    net.zero_grad()
+    net(batch).blur_value.sum().backward()
+    assert any(p.grad is not None and bool(p.grad.any()) for p in shared.parameters())
+
+
 def test_standard_network_has_no_blur_or_box_predictions():
     net = tiny_net(blur_head=False, loc_head=False)
     with torch.no_grad():

@@ -134,6 +134,12 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--detach-blur", is_flag=True,
               help="The blur branch's hidden layer enters the embedding without gradient from "
                    "the retrieval losses (it learns from L_be alone).")
+@click.option("--isolate-blur", is_flag=True,
+              help="The blur branch reads the locator's map without passing gradient back: "
+                   "L_be trains the branch's own layers, not the locator that localisation and "
+                   "the embedding share.")
+@click.option("--be-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Weight of the blur-estimation loss.")
 @click.option("--cls-margin", type=click.FloatRange(min=0, max=1), default=0.15, show_default=True,
               help="Additive cosine margin of the classification head.")
 @click.option("--cls-scale", type=click.FloatRange(min=0, min_open=True), default=30.0,
@@ -158,8 +164,9 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
                   pretrained, backbone_weights, image_size, embedding_dim, epochs, batch, lr,
                   schedule, steps_per_epoch, checkpoint_every, log_every, seed, workers,
                   hard_negatives, lookalikes, memory, memory_start, train_instances,
-                  train_trajectories, val_distractors, detach_blur, cls_margin, cls_scale, cls_weight,
-                  con_margin, max_val_queries, stop_at_step, device, precision, resume, quiet):
+                  train_trajectories, val_distractors, detach_blur, isolate_blur, be_weight,
+                  cls_margin, cls_scale, cls_weight, con_margin, max_val_queries, stop_at_step,
+                  device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
 
     A data set written by `synth` trains on its train instances as a composite stream (object
@@ -183,7 +190,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         hard_negatives=hard_negatives, instances_per_category=lookalikes, memory_size=memory,
         memory_start=memory_start, train_instances=train_instances,
         train_trajectories=train_trajectories, val_distractors=val_distractors,
-        detach_blur=detach_blur,
+        detach_blur=detach_blur, isolate_blur=isolate_blur, be_weight=be_weight,
         cls_margin=cls_margin, cls_weight=cls_weight,
         con_margin=con_margin, cls_scale=cls_scale, head=head, crop_size=crop_size,
         predicted_crop_fraction=predicted_crops, max_val_queries=max_val_queries,

@@ -227,17 +227,20 @@ class BlurAwareNet(nn.Module):
         return self.loc_branch(self._aux_features(images))[1].float()
 
     def forward(self, images: torch.Tensor, crop_boxes: torch.Tensor | None = None,
-                detach_blur: bool = False) -> NetOutput:
+                detach_blur: bool = False, isolate_blur: bool = False) -> NetOutput:
         """`crop_boxes` ([B, 4] normalised cx, cy, w, h) replace the predicted boxes as the
         crop head's windows, except in NaN rows (training crops jittered true boxes and some
         predicted ones); the global head ignores them. `detach_blur` (training only: the vectors
         are the same) feeds the blur branch's hidden layer to the embedding without letting the
-        retrieval losses shape it, so that branch learns from L_be alone."""
+        retrieval losses shape it, so that branch learns from L_be alone. `isolate_blur` (training
+        only too) gives the blur branch a detached copy of the map it reads, so no gradient through
+        that branch (L_be's above all) reaches the locator the localisation branch shares."""
         aux_features = self._aux_features(images)
         features = aux_features if self.locator is None else None
         hidden_parts, blur_value, box = [], None, None
         if self.blur_branch is not None:
-            hidden, prediction = self.blur_branch(aux_features)
+            hidden, prediction = self.blur_branch(
+                aux_features.detach() if isolate_blur else aux_features)
             hidden_parts.append(hidden.detach() if detach_blur else hidden)
             blur_value = prediction.squeeze(1).float()
         if self.loc_branch is not None:

@@ -109,7 +109,8 @@ class Trainer:
         self.out_dir = Path(settings.out_dir)
         self.spec = self._method_spec()
         self.loss_config = LossConfig(enabled=self.spec.losses,
-                                      weights=LossWeights(cls=settings.cls_weight),
+                                      weights=LossWeights(cls=settings.cls_weight,
+                                                          be=settings.be_weight),
                                       margin=settings.con_margin,
                                       hard_negatives=settings.hard_negatives)
         self.data, self.validation, self.data_fingerprint = self._load_data()
@@ -381,7 +382,8 @@ class Trainer:
             crop_boxes = training_crop_boxes(targets["box"], fraction, self.crop_rng)
         with training_autocast(self.device, self.precision):
             output = self.model(images, crop_boxes=crop_boxes,
-                                detach_blur=self.settings.detach_blur)
+                                detach_blur=self.settings.detach_blur,
+                                isolate_blur=self.settings.isolate_blur)
         logits = self.head(output.embedding, targets["instance"]) if self.head else None
         memory = self.memory.contents(self.step) if self.memory is not None else None
         loss, parts = total_loss(output, logits, targets, self.loss_config,
@@ -454,6 +456,7 @@ class Trainer:
                 "instances_per_category": settings.instances_per_category,
                 "memory_size": settings.memory_size, "memory_start": settings.memory_start,
                 "val_distractors": settings.val_distractors, "detach_blur": settings.detach_blur,
+                "isolate_blur": settings.isolate_blur, "be_weight": settings.be_weight,
                 "cls_margin": settings.cls_margin, "cls_weight": settings.cls_weight,
                 "cls_scale": settings.cls_scale, "head": self.head_kind,
                 "predicted_crop_fraction": settings.predicted_crop_fraction,
