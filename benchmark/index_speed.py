@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from indexer import gpu, store
 from indexer.build import build_faiss_index
+from indexer.cluster.engine import Engine
 from indexer.factory import AUTO, EXACT_FACTORY, EXACT_THRESHOLD
 from indexer.index import RetrievalIndex
 from indexer.sources import ID_COLUMN
@@ -145,18 +146,20 @@ def brute_force_top_k(database: np.ndarray, query: np.ndarray, k: int) -> np.nda
 
 def build_index_from_vectors(kind: str, vectors: np.ndarray, device: str,
                              exact_threshold: int = EXACT_THRESHOLD, progress: bool = False,
-                             memory: int | None = None) -> tuple[RetrievalIndex, dict[str, Any]]:
+                             memory: int | None = None, engine: Engine | None = None
+                             ) -> tuple[RetrievalIndex, dict[str, Any]]:
     """`indexer.build.build_faiss_index` (what `index build` runs after embedding) on ids 0..n-1.
 
     `kind` is "exact", "auto" or a FAISS factory string; `memory` (bytes, "auto" only) is the
-    budget of `index build --index-memory`. The index is kept in memory only.
+    budget of `index build --index-memory`; `engine` that of `index build --engine` (a remote one
+    fills IVF indexes in parallel parts). The index is kept in memory only.
     """
     n, dim = vectors.shape
     ids = np.arange(n, dtype=np.int64)
     wanted = EXACT_FACTORY if kind == EXACT else kind
     rss_before = resident_bytes()
     built = build_faiss_index(vectors, ids, wanted, device, exact_threshold, progress,
-                              memory if kind == AUTO else None)
+                              memory if kind == AUTO else None, engine)
     faiss_index, factory, tuned = built.index, built.factory, built.tuned
     train_seconds, add_seconds, tune_seconds = (built.seconds[s] for s in ("train", "add", "tune"))
     manifest = store.Manifest(model=SYNTHETIC_MODEL, dim=dim, factory=factory, count=n,
@@ -244,7 +247,8 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
                         latency_queries: int = LATENCY_QUERIES,
                         omp_threads: int | None = None, spread: float = SPREAD,
                         with_index: Callable[[str, RetrievalIndex], None] | None = None,
-                        memory: int | None = None) -> dict[str, Any]:
+                        memory: int | None = None, engine: Engine | None = None
+                        ) -> dict[str, Any]:
     """Build and search each index kind on synthetic embeddings; a JSON-able report.
 
     Recall@k of every index is measured against exact search on the same queries. Brute force
@@ -255,7 +259,8 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
     `with_index(kind, index)` is called once each index is measured, before it is freed, so a
     caller can time its own queries on the same index (`bench speed` times whole image queries).
     `memory` (bytes) is the budget the "auto" index must fit in, as `index build --index-memory`
-    gives it; each index's row says whether its size fits.
+    gives it; each index's row says whether its size fits. `engine`: where IVF indexes are
+    filled (`indexer.build.build_faiss_index`).
     """
     _check_arguments(n, dim, queries, k, factories, brute_force_queries, latency_queries,
                      omp_threads, spread, memory)
@@ -272,7 +277,7 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
             peaks.append(peak_resident_bytes())  # each index resets the peak to measure its own
             indexes[kind] = _benchmark_index(kind, database, query_vectors, truth, device,
                                              exact_threshold, latency_queries, progress,
-                                             with_index, memory)
+                                             with_index, memory, engine)
         brute = None
         if brute_force_queries:
             brute = _benchmark_brute_force(database, query_vectors[:brute_force_queries],
@@ -281,6 +286,7 @@ def run_index_benchmark(n: int = 1_000_000, dim: int = 128, queries: int = 1000,
                 figures["versus_brute_force"] = versus_brute_force(figures, brute)
         config = _config(n, dim, queries, k, seed, device, exact_threshold, latency_queries)
         config["index_memory"] = memory
+        config["engine"] = None if engine is None else engine.name
         peaks.append(peak_resident_bytes())
         config["peak_rss_bytes"] = None if None in peaks else max(peaks)
     return {"config": {**config, "generator": generator}, "indexes": indexes, "brute_force": brute}
@@ -413,14 +419,15 @@ def _config(n: int, dim: int, queries: int, k: int, seed: int, device: str, exac
 def _benchmark_index(kind: str, database: np.ndarray, queries: np.ndarray, truth: np.ndarray,
                      device: str, exact_threshold: int, latency_queries: int, progress: bool,
                      with_index: Callable[[str, RetrievalIndex], None] | None,
-                     memory: int | None = None) -> dict[str, Any]:
+                     memory: int | None = None, engine: Engine | None = None
+                     ) -> dict[str, Any]:
     """Build, search and score one index; it is freed on return so the next one's RSS is its own.
 
     Its peak RSS covers building and searching it, on top of the database and queries already
     resident (None where the peak cannot be reset to exclude the indexes measured before)."""
     peak_reset = reset_peak_resident()
     index, figures = build_index_from_vectors(kind, database, device, exact_threshold, progress,
-                                              memory)
+                                              memory, engine)
     search_figures, found = measure_search(index.search_vectors, queries, truth.shape[1],
                                            latency_queries, progress)
     peak = peak_resident_bytes() if peak_reset else None

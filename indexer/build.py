@@ -28,6 +28,7 @@ from indexer.factory import (
     training_positions,
 )
 from indexer.index import BUILD_DIR_NAME, IngestResult, RetrievalIndex
+from indexer.parallel_add import PART_SIZE, add_in_parts, can_add_in_parts
 from indexer.shards import DEFAULT_SHARD_SIZE, discard_builds, embed_in_shards
 from indexer.sources import Source
 from indexer.tuning import RECALL_K, sample_queries, tune_index
@@ -48,12 +49,14 @@ class BuiltFaissIndex:
 
 def build_faiss_index(vectors: np.ndarray, ids: np.ndarray, factory: str, device: str = "cpu",
                       exact_threshold: int = EXACT_THRESHOLD, progress: bool = True,
-                      memory: int | None = None) -> BuiltFaissIndex:
+                      memory: int | None = None, engine: Engine | None = None
+                      ) -> BuiltFaissIndex:
     """Create the index `factory` names (or "auto" picks), train it, add `vectors`, tune nprobe.
 
     The one path both `build_index` and the speed benchmark use, so the benchmark measures
     exactly what users get. `memory` (bytes) makes "auto" pick an index that fits in it
-    (`indexer.factory.memory_factory`).
+    (`indexer.factory.memory_factory`). With a remote `engine` an IVF index is filled in parts
+    on its workers and merged (`indexer.parallel_add`): the same index, added in parallel.
     """
     faiss_index, factory_used = create_index(
         resolve_factory(factory, len(vectors), exact_threshold, vectors.shape[1], memory),
@@ -68,7 +71,11 @@ def build_faiss_index(vectors: np.ndarray, ids: np.ndarray, factory: str, device
             train(faiss_index, vectors[training], factory_used)
     seconds["train"] = time.perf_counter() - start
     start = time.perf_counter()
-    add_in_chunks(faiss_index, vectors, ids, progress)
+    if (engine is not None and engine.remote and len(vectors) > PART_SIZE
+            and can_add_in_parts(faiss_index)):
+        faiss_index = add_in_parts(faiss_index, vectors, ids, engine, PART_SIZE, progress)
+    else:
+        add_in_chunks(faiss_index, vectors, ids, progress)
     seconds["add"] = time.perf_counter() - start
     start = time.perf_counter()
     tuned = tune_index(faiss_index, vectors, ids, training)
@@ -124,7 +131,8 @@ def build_index(
         )
     vectors = validated_vectors(embedded.vectors, embedder.dim, source.origin)
     ids = np.arange(len(vectors), dtype=np.int64)
-    built = build_faiss_index(vectors, ids, factory, device, exact_threshold, progress, memory)
+    built = build_faiss_index(vectors, ids, factory, device, exact_threshold, progress, memory,
+                              engine)
     manifest = store.Manifest(
         model={
             "name": model_name,

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from fake_embedder import FakeRemote
+from fake_engine import Backwards
 from fakes import FakeEmbedder, SimulatedCrash, virtual_source, write_pngs
 
 from benchmark.commands.main import main
@@ -24,29 +23,6 @@ from indexer.cluster.engine import EngineError, LocalEngine
 from indexer.shards import embed_in_shards
 from retrieval.embed import load_embedder
 from retrieval.model import BlurAwareNet, save_checkpoint
-
-
-class Backwards:
-    """A 'remote' engine in this process: pickles nothing, runs the jobs last first, and stops
-    with SimulatedCrash after `stop_after` results (None: never)."""
-
-    name = "backwards"
-    remote = True
-
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.stop_after = stop_after
-        self.jobs_run = 0
-
-    def map_unordered(self, make_worker, jobs: Sequence[Any]) -> Iterator[tuple[int, Any]]:
-        worker = make_worker() if jobs else None
-        for given, position in enumerate(reversed(range(len(jobs)))):
-            if given == self.stop_after:
-                raise SimulatedCrash("driver killed")
-            self.jobs_run += 1
-            yield position, worker(jobs[position])
-
-    def close(self) -> None:
-        pass
 
 
 def test_local_engine_builds_one_worker_and_answers_in_order():

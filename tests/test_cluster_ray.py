@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from fake_embedder import CannotLoad, DiesOnce, FakeEmbedder, FakeRemote
-from fakes import write_pngs
+from fakes import random_unit_vectors, write_pngs
 
 from benchmark.commands.main import main
+from indexer.factory import create_index
 from indexer.index import open_index
+from indexer.parallel_add import add_in_parts
 from indexer.shards import embed_in_shards
 from retrieval.model import BlurAwareNet, save_checkpoint
 
@@ -118,3 +121,17 @@ def test_bench_map_on_ray_gives_the_local_scores(tmp_path, cluster, tiny_net):
     local, remote = (reports[name]["results"] for name in ("local", "ray"))
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)
     assert reports["ray"]["config"]["engine"] == {"name": "ray", "address": None, "workers": 2}
+
+
+def test_an_ivf_index_filled_in_parts_on_ray_equals_one_add(engine):
+    vectors = random_unit_vectors(2_000, 16, seed=3)
+    ids = np.arange(2_000, dtype=np.int64) * 5
+    index, _ = create_index("IVF8,PQ4x4fs,RFlat", 16)
+    index.train(vectors)
+    whole = faiss.deserialize_index(faiss.serialize_index(index))
+    whole.add_with_ids(vectors, ids)
+    filled = add_in_parts(index, vectors, ids, engine, part_size=300)
+    for built in (whole, filled):
+        faiss.extract_index_ivf(built).nprobe = 4
+    queries = vectors[:20]
+    np.testing.assert_array_equal(filled.search(queries, 30)[1], whole.search(queries, 30)[1])

@@ -7,6 +7,7 @@ import platform
 import click
 
 from benchmark.commands.bench_map import map_command
+from benchmark.commands.engine_options import engine_options, opened_engine
 from benchmark.commands.options import parse_memory, parse_size, resolve_device
 from retrieval.fileio import write_json_atomic
 
@@ -89,18 +90,21 @@ def bench_sim(sizes, batch, seconds, backbone, device, json_path):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report here.")
+@engine_options
 def bench_index(count, dim, queries, k, factories, index_memory, brute_force_queries, threads, spread,
-                seed, device, quiet, json_path):
+                seed, device, quiet, json_path, engine, address, engine_workers):
     """Build time, QPS, latency, memory and recall of exact and auto indexes against brute force."""
     from benchmark.index_speed import format_summary, run_index_benchmark
 
     if index_memory is not None and "auto" not in factories:
         raise click.UsageError("--index-memory is the budget of the auto index: add --factory auto")
     try:
-        report = run_index_benchmark(n=count, dim=dim, queries=queries, k=k, seed=seed, device=device,
-                                     factories=factories, brute_force_queries=brute_force_queries,
-                                     progress=not quiet, omp_threads=threads, spread=spread,
-                                     memory=index_memory)
+        with opened_engine(engine, address, engine_workers, "cpu") as opened:
+            report = run_index_benchmark(n=count, dim=dim, queries=queries, k=k, seed=seed,
+                                         device=device, factories=factories,
+                                         brute_force_queries=brute_force_queries,
+                                         progress=not quiet, omp_threads=threads, spread=spread,
+                                         memory=index_memory, engine=opened)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     click.echo(format_summary(report))

@@ -1,5 +1,6 @@
 """`--engine`, `--address` and `--engine-workers`: where the commands that embed many images
-(`index build`, `index add`, `bench map`) do that work, and opening that engine."""
+(`index build`, `index add`, `bench map`) do that work, and where `index build` and `bench
+index` fill IVF indexes in parts; and opening that engine."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The three options, as keyword arguments engine, address and engine_workers."""
     options = [
         click.option("--engine", type=click.Choice(ENGINES), default=LOCAL, show_default=True,
-                     help="Where images are decoded or rendered and embedded: this process, or "
-                          "a Ray cluster (pip install 'blur-retrieval[ray]'), one model copy "
-                          "per worker."),
+                     help="Where images are decoded or rendered and embedded, and IVF "
+                          "indexes filled: this process, or a Ray cluster (pip install "
+                          "'blur-retrieval[ray]'), one model copy per worker."),
         click.option("--address", metavar="HOST:PORT",
                      help=f"Ray cluster to join (started with `ray start --head`); default with "
                           f"--engine {RAY}: a local cluster on this machine's cores."),
