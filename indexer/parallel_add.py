@@ -1,10 +1,11 @@
 """Fill a trained IVF index in parts on an engine's workers, then merge the parts.
 
 Adding is a slow stage of a large build after embedding (the IVF assignment and the PQ encoding
-of every vector: 423 s of the 956 s that the 10,000,000-vector auto index took here). Each worker gets the trained,
-empty index once and encodes its part of the vectors into a copy; the driver appends the parts'
-inverted lists, refine codes and ids in part order, so the merged index is the one a single
-`add_with_ids` over all vectors builds (same lists in the same order, same search results).
+of every vector: 423 s of the 956 s that the 10,000,000-vector auto index took here). Each
+worker gets the trained, empty index once and encodes its part of the vectors into a copy; the
+driver appends the parts' inverted lists, refine codes and ids in part order, so the merged index
+is the one a single `add_with_ids` over all vectors builds (same lists in the same order, same
+search results).
 
 FAISS's own `merge_from` does not cover these layouts: `IndexRefine` has none, and under
 `IndexIDMap2` the merged index returned other vectors' ids than one add in a check with FAISS 1.15

@@ -15,7 +15,9 @@ from fake_embedder import FakeRemote
 from fake_engine import Backwards
 from fakes import FakeEmbedder, SimulatedCrash, virtual_source, write_pngs
 
+from benchmark.commands.bench_map import _remotes
 from benchmark.commands.main import main
+from benchmark.evaluate import Method
 from benchmark.vector_cache import STREAM_BATCH, embed_items
 from indexer.cluster.choice import open_engine
 from indexer.cluster.embedding import RemoteEmbedder
@@ -158,3 +160,13 @@ def test_bench_map_refuses_loader_workers_with_the_ray_engine(tmp_path):
                                        "--workers", "2", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "with --engine ray, give --engine-workers" in result.output
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_bench_map_workers_resolve_an_auto_device_on_their_own_hosts():
+    # The driver resolves "auto" for itself (cpu here); a remote worker on a GPU node must not
+    # inherit that, so its model spec carries what the user asked for.
+    method = Method("blur-aware", FakeEmbedder())
+    config = {"device": "cpu", "batch_size": 8, "engine": {"device": "auto"}}
+    remotes = _remotes([method], config, Backwards())
+    assert remotes["blur-aware"].device == "auto" and remotes["blur-aware"].batch_size == 8
+    assert _remotes([method], config, LocalEngine()) is None

@@ -120,7 +120,8 @@ def test_bench_map_on_ray_gives_the_local_scores(tmp_path, cluster, tiny_net):
     np.testing.assert_allclose(reports["ray"]["vectors"], reports["local"]["vectors"], atol=1e-5)
     local, remote = (reports[name]["results"] for name in ("local", "ray"))
     assert json.dumps(remote, sort_keys=True) == json.dumps(local, sort_keys=True)
-    assert reports["ray"]["config"]["engine"] == {"name": "ray", "address": None, "workers": 2}
+    assert reports["ray"]["config"]["engine"] == {"name": "ray", "address": None, "workers": 2,
+                                                  "device": "cpu"}
 
 
 def test_an_ivf_index_filled_in_parts_on_ray_equals_one_add(engine):

@@ -74,7 +74,7 @@ def map_command(data, preset, seed, distractors, distractor_objects, methods, ou
     if engine == RAY and workers is not None:
         raise click.UsageError("--workers sets this process's loaders; with --engine ray, "
                                "give --engine-workers")
-    device = resolve_device(device)
+    requested_device, device = device, resolve_device(device)
     out = Path(out_dir)
     loaded = load_methods(_method_names(methods), device, batch_size)
     reranker = load_rerank_stage(dense, locator, device, batch_size) if rerank else None
@@ -90,11 +90,13 @@ def map_command(data, preset, seed, distractors, distractor_objects, methods, ou
         "seed": seed if data is None else None, "distractors_requested": distractors,
         "distractor_objects_requested": distractor_objects,
         "factory": factory, "device": device, "batch_size": batch_size, "workers": workers,
-        "engine": {"name": engine, "address": address, "workers": engine_workers},
+        # Workers resolve "auto" on their own hosts: a CPU-only driver still gets GPU workers.
+        "engine": {"name": engine, "address": address, "workers": engine_workers,
+                   "device": requested_device},
         "rerank": {"k": rerank, "dense": dense, "locator": locator,
                    "params": vars(reranker.params)} if reranker else None,
     }
-    with opened_engine(engine, address, engine_workers, device) as opened:
+    with opened_engine(engine, address, engine_workers, requested_device) as opened:
         config["engine"]["workers"] = getattr(opened, "workers", None)
         run_map_benchmark(manifest, loaded, out, config, started, progress, reranker, opened)
 
@@ -153,7 +155,7 @@ def _remotes(loaded: list[Method], config: dict, engine: Engine | None
     if engine is None or not engine.remote:
         return None
     return {m.name: remote_embedder(engine, m.checkpoint or m.name, m.embedder,
-                                    config["device"], config["batch_size"])
+                                    config["engine"]["device"], config["batch_size"])
             for m in loaded}
 
 
