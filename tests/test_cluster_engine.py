@@ -170,3 +170,13 @@ def test_bench_map_workers_resolve_an_auto_device_on_their_own_hosts():
     remotes = _remotes([method], config, Backwards())
     assert remotes["blur-aware"].device == "auto" and remotes["blur-aware"].batch_size == 8
     assert _remotes([method], config, LocalEngine()) is None
+
+
+def test_a_refused_join_names_rays_token_authentication(monkeypatch):
+    from indexer.cluster.ray_engine import _token_hint
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert "RAY_AUTH_MODE=token" in _token_hint("10.0.0.1:6379")
+    assert _token_hint(None) == ""  # a local cluster of our own needs no token
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert _token_hint("10.0.0.1:6379") == ""  # already asked for: the hint would mislead

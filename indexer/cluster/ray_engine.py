@@ -29,6 +29,16 @@ def _import_ray() -> Any:
     return ray
 
 
+def _token_hint(address: str | None) -> str:
+    """What to try when joining fails: since Ray 2.59 `ray start --head` enables token
+    authentication, and a client that does not ask for it is refused with no word of why."""
+    if address is None or os.environ.get("RAY_AUTH_MODE") == "token":
+        return ""
+    return ("; if the cluster was started with `ray start` (token authentication, the default "
+            "since Ray 2.59), set RAY_AUTH_MODE=token here and give its token in "
+            "~/.ray/auth_token or RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it)")
+
+
 class _Host:
     """The body of every actor: builds the worker of a call once, then runs its jobs.
 
@@ -80,7 +90,8 @@ class RayEngine:
                          runtime_env=None if address else paths)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-                raise EngineError(f"could not start or join {where}: {error}") from error
+                raise EngineError(f"could not start or join {where}: {error}"
+                                  f"{_token_hint(address)}") from error
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         if gpus_per_worker is None:
