@@ -39,7 +39,8 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [wide-memory-cls0.1]="$WIDE --memory 4096 --cls-weight 0.1"
   [no-be-cls0.1]="--losses con,cls,loc --cls-weight 0.1"   # the blur branch at the weight 0.1:
   [isolate-cls0.1]="--isolate-blur --cls-weight 0.1"        # L_be kept off the shared locator,
-  [be0.1-cls0.1]="--be-weight 0.1 --cls-weight 0.1"         # or weighed 0.1
+  [be0.1-cls0.1]="--be-weight 0.1 --cls-weight 0.1"         # or weighed 0.1,
+  [blurcrop-cls0.1]="--blur-input crop --cls-weight 0.1"    # or read from the object's crop
   [con-cls]="--losses con,cls"        # the published loss ablation's rows (global head:
   [con-cls-be]="--losses con,cls,be"  # the crop head needs the localisation branch)
 )

@@ -246,7 +246,8 @@ def test_validation_distractors_are_rendered_once_then_read_from_the_cache(data_
 
 def test_a_run_with_lookalikes_memory_and_distractors_resumes_exactly(data_dir, tmp_path):
     options = dict(instances_per_category=2, memory_size=16, memory_start=0.0,
-                   val_distractors=20, detach_blur=True, isolate_blur=True, be_weight=0.5)
+                   val_distractors=20, detach_blur=True, isolate_blur=True, be_weight=0.5,
+                   blur_input="crop")
     reference = train(settings(data_dir, tmp_path / "full", **options))
     assert reference.status == "finished"
     state = load_train_state(tmp_path / "full" / STATE_FILENAME)
@@ -254,7 +255,7 @@ def test_a_run_with_lookalikes_memory_and_distractors_resumes_exactly(data_dir, 
     config = (tmp_path / "full" / "config.json").read_text()
     assert '"distractors": 20' in config and '"instances_per_category": 2' in config
     assert '"detach_blur": true' in config and '"isolate_blur": true' in config
-    assert '"be_weight": 0.5' in config
+    assert '"be_weight": 0.5' in config and '"blur_input": "crop"' in config
     train(settings(data_dir, tmp_path / "split", stop_at_step=2, **options))
     train(settings(data_dir, tmp_path / "split", resume=True, **options))
     resumed = load_train_state(tmp_path / "split" / STATE_FILENAME)

@@ -14,7 +14,8 @@ from retrieval.model import (
     MarginSoftmaxHead,
     count_parameters,
 )
-from retrieval.model.network import IMAGENET_MEAN
+from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
+from retrieval.model.network import BLUR_INPUTS, IMAGENET_MEAN
 
 TINY = "test_byobnet"  # timm's own test model: 256 channels, a few hundred k parameters
 
@@ -79,6 +80,37 @@ def test_isolated_blur_branch_sends_no_gradient_into_the_shared_map(head):
     net.zero_grad()
     net(batch).blur_value.sum().backward()
     assert any(p.grad is not None and bool(p.grad.any()) for p in shared.parameters())
+
+
+def test_a_blur_branch_on_the_crop_learns_from_the_descriptor_map_not_the_locator(tmp_path):
+    net = tiny_net(head="crop", blur_input="crop").train()
+    assert net.architecture()["blur_input"] == "crop"
+    assert "blur_input" not in tiny_net(head="crop").architecture()  # old fingerprints hold
+    out = net(images())
+    assert out.blur_value.shape == (4,) and out.embedding.shape == (4, 16)
+    out.blur_value.sum().backward()  # L_be's path
+    assert any(p.grad is not None and bool(p.grad.any()) for p in net.backbone.parameters())
+    assert all(p.grad is None or not bool(p.grad.any()) for p in net.locator.parameters())
+    net.eval()
+    save_checkpoint(tmp_path / "net", net, {"image_size": [48, 64]})
+    loaded, config = load_checkpoint(tmp_path / "net")
+    assert loaded.blur_input == "crop" and config["blur_input"] == "crop"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images()).embedding, net(images()).embedding)
+
+
+def test_bad_blur_inputs_are_refused():
+    with pytest.raises(ValueError, match="needs the crop head"):
+        tiny_net(head="global", blur_input="crop")
+    with pytest.raises(ValueError, match="unknown blur_input"):
+        tiny_net(head="crop", blur_input="streak")
+
+
+def test_the_train_command_offers_every_blur_input():
+    from benchmark.commands.train import train_command
+
+    choice = next(p for p in train_command.params if p.name == "blur_input").type
+    assert tuple(choice.choices) == BLUR_INPUTS
 
 
 def test_standard_network_has_no_blur_or_box_predictions():

@@ -138,6 +138,9 @@ _POSITIVE = click.IntRange(min=1)
               help="The blur branch reads the locator's map without passing gradient back: "
                    "L_be trains the branch's own layers, not the locator that localisation and "
                    "the embedding share.")
+@click.option("--blur-input", type=click.Choice(["image", "crop"]), default="image", show_default=True,
+              help="What the blur branch pools: the whole image as the locator sees it (the "
+                   "published layout), or the descriptor's map of the object's crop (crop head).")
 @click.option("--be-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the blur-estimation loss.")
 @click.option("--cls-margin", type=click.FloatRange(min=0, max=1), default=0.15, show_default=True,
@@ -164,7 +167,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
                   pretrained, backbone_weights, image_size, embedding_dim, epochs, batch, lr,
                   schedule, steps_per_epoch, checkpoint_every, log_every, seed, workers,
                   hard_negatives, lookalikes, memory, memory_start, train_instances,
-                  train_trajectories, val_distractors, detach_blur, isolate_blur, be_weight,
+                  train_trajectories, val_distractors, detach_blur, isolate_blur, blur_input, be_weight,
                   cls_margin, cls_scale, cls_weight, con_margin, max_val_queries, stop_at_step,
                   device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
@@ -191,6 +194,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         memory_start=memory_start, train_instances=train_instances,
         train_trajectories=train_trajectories, val_distractors=val_distractors,
         detach_blur=detach_blur, isolate_blur=isolate_blur, be_weight=be_weight,
+        blur_input=blur_input,
         cls_margin=cls_margin, cls_weight=cls_weight,
         con_margin=con_margin, cls_scale=cls_scale, head=head, crop_size=crop_size,
         predicted_crop_fraction=predicted_crops, max_val_queries=max_val_queries,

@@ -46,7 +46,7 @@ FINGERPRINT_KEYS = (
     "loc_head",
 )
 # Layout keys newer checkpoints add; absent means the layout that predates them (global head).
-OPTIONAL_ARCHITECTURE_KEYS = ("head", "crop_size")
+OPTIONAL_ARCHITECTURE_KEYS = ("head", "crop_size", "blur_input")
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 

@@ -25,6 +25,9 @@ from retrieval.model.gem import GeM
 
 DEFAULT_BACKBONE = "plainnet_s"
 HEADS = ("crop", "global")
+# What the blur branch pools: the map the localisation branch reads (the whole image; the
+# published layout), or, crop head only, the descriptor backbone's map of the object's crop.
+BLUR_INPUTS = ("image", "crop")
 DEFAULT_CROP_SIZE = 48
 LOCATOR_SCALE = 0.5  # the crop head finds the streak on the image at half resolution
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,6 +136,7 @@ class BlurAwareNet(nn.Module):
         backbone_weights: str | Path | None = None,
         head: str = "global",
         crop_size: int = DEFAULT_CROP_SIZE,
+        blur_input: str = "image",
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
@@ -144,12 +148,17 @@ class BlurAwareNet(nn.Module):
         if head == "crop" and not loc_head:
             raise ValueError("the crop head needs the localisation head (it crops the predicted "
                              "streak box); use head='global' without one")
+        if blur_input not in BLUR_INPUTS:
+            raise ValueError(f"unknown blur_input {blur_input!r}; choose from {list(BLUR_INPUTS)}")
+        if blur_input == "crop" and head != "crop":
+            raise ValueError("blur_input='crop' needs the crop head (the global head has no crop)")
         if not 16 <= crop_size <= 512:
             raise ValueError(f"crop_size must be between 16 and 512 pixels, got {crop_size}")
         self.backbone_name = backbone
         self.embedding_dim = embedding_dim
         self.head = head
         self.crop_size = crop_size
+        self.blur_input = blur_input
         self.backbone = _make_backbone(backbone, pretrained, backbone_weights)
         self.locator = (_make_backbone(backbone, pretrained, backbone_weights)
                         if head == "crop" else None)
@@ -194,6 +203,9 @@ class BlurAwareNet(nn.Module):
             "loc_head": self.has_loc_head,
             "head": self.head,
             "crop_size": self.crop_size,
+            # Only when not the default, so the checkpoints made before the option keep their
+            # fingerprints (`retrieval.model.checkpoint.model_fingerprint`).
+            **({"blur_input": self.blur_input} if self.blur_input != "image" else {}),
         }
 
     def _features(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -234,18 +246,13 @@ class BlurAwareNet(nn.Module):
         are the same) feeds the blur branch's hidden layer to the embedding without letting the
         retrieval losses shape it, so that branch learns from L_be alone. `isolate_blur` (training
         only too) gives the blur branch a detached copy of the map it reads, so no gradient through
-        that branch (L_be's above all) reaches the locator the localisation branch shares."""
+        that branch (L_be's above all) reaches the backbone it shares (the locator, or with
+        blur_input "crop" the descriptor's)."""
         aux_features = self._aux_features(images)
         features = aux_features if self.locator is None else None
-        hidden_parts, blur_value, box = [], None, None
-        if self.blur_branch is not None:
-            hidden, prediction = self.blur_branch(
-                aux_features.detach() if isolate_blur else aux_features)
-            hidden_parts.append(hidden.detach() if detach_blur else hidden)
-            blur_value = prediction.squeeze(1).float()
+        loc_hidden, box = None, None
         if self.loc_branch is not None:
-            hidden, box = self.loc_branch(aux_features)
-            hidden_parts.append(hidden)
+            loc_hidden, box = self.loc_branch(aux_features)
             box = box.float()
         if self.locator is not None:
             windows = box.detach()
@@ -254,6 +261,14 @@ class BlurAwareNet(nn.Module):
                 windows = torch.where(torch.isnan(given), windows, given)
             squares = square_crop_boxes(windows, tuple(images.shape[-2:]))
             features = self._features(self.backbone, crop_squares(images, squares, self.crop_size))
+        hidden_parts, blur_value = [], None
+        if self.blur_branch is not None:
+            blur_map = features if self.blur_input == "crop" else aux_features
+            hidden, prediction = self.blur_branch(blur_map.detach() if isolate_blur else blur_map)
+            hidden_parts.append(hidden.detach() if detach_blur else hidden)
+            blur_value = prediction.squeeze(1).float()
+        if loc_hidden is not None:
+            hidden_parts.append(loc_hidden)
         parts = [self.descriptor(features), *hidden_parts]
         projected = self.embedding_norm(self.project(torch.cat(parts, dim=1)))
         embedding = F.normalize(projected.float(), dim=1)

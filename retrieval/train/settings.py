@@ -51,6 +51,7 @@ class TrainSettings:
     detach_blur: bool = False  # the blur branch learns from L_be only (BlurAwareNet.forward)
     isolate_blur: bool = False  # no gradient from the blur branch into the locator (same place)
     be_weight: float = 1.0  # weight of the blur-estimation loss in the total (published)
+    blur_input: str = "image"  # what the blur branch pools (BlurAwareNet's BLUR_INPUTS)
     cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
     cls_scale: float = 30.0  # logit scale of the classification head (published)

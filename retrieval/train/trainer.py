@@ -191,7 +191,7 @@ class Trainer:
                 backbone=settings.backbone, embedding_dim=settings.embedding_dim,
                 blur_head=self.spec.heads.blur_head, loc_head=self.spec.heads.loc_head,
                 pretrained=settings.pretrained, backbone_weights=settings.backbone_weights,
-                head=self.head_kind, crop_size=settings.crop_size)
+                head=self.head_kind, crop_size=settings.crop_size, blur_input=settings.blur_input)
         except BackboneWeightsError as exc:
             raise TrainError(str(exc)) from exc
         except (RuntimeError, ValueError) as exc:  # timm: RuntimeError for unknown names
