@@ -15,7 +15,7 @@ from retrieval.model import (
     count_parameters,
 )
 from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
-from retrieval.model.network import BLUR_INPUTS, IMAGENET_MEAN
+from retrieval.model.network import BLUR_INPUTS, IMAGENET_MEAN, NetOutput
 
 TINY = "test_byobnet"  # timm's own test model: 256 channels, a few hundred k parameters
 
@@ -48,38 +48,41 @@ def test_embedding_input_concatenates_only_present_hidden_layers():
     assert tiny_net(blur_head=False, loc_head=False).project.in_features == channels
 
 
-@pytest.mark.parametrize("head", ["global", "crop"])
-def test_detached_blur_features_give_the_same_vectors_but_no_retrieval_gradient(head):
+def gradient_reached(parameters) -> bool:
+    return any(p.grad is not None and bool(p.grad.any()) for p in parameters)
+
+
+def training_pass(head: str, **flags) -> tuple[BlurAwareNet, torch.Tensor, NetOutput]:
+    """A training-mode pass with a gradient flag set; the flag must not change any output."""
     net = tiny_net(head=head).train()
     batch = images()
-    plain = net(batch)
-    detached = net(batch, detach_blur=True)
-    torch.testing.assert_close(detached.embedding, plain.embedding)
+    plain, flagged = net(batch), net(batch, **flags)
+    torch.testing.assert_close(flagged.embedding, plain.embedding)
+    torch.testing.assert_close(flagged.blur_value, plain.blur_value)
+    return net, batch, flagged
+
+
+@pytest.mark.parametrize("head", ["global", "crop"])
+def test_detached_blur_features_give_the_same_vectors_but_no_retrieval_gradient(head):
+    net, batch, detached = training_pass(head, detach_blur=True)
     detached.embedding.sum().backward()
-    blur_weights = net.blur_branch.hidden[0].weight
-    assert blur_weights.grad is None or not bool(blur_weights.grad.any())
-    assert net.project.weight.grad is not None and bool(net.project.weight.grad.any())
+    assert not gradient_reached(net.blur_branch.hidden.parameters())
+    assert gradient_reached([net.project.weight])
     net.zero_grad()
-    plain = net(batch)
-    plain.embedding.sum().backward()
-    assert bool(blur_weights.grad.any())  # without detaching, the embedding shapes the branch
+    net(batch).embedding.sum().backward()
+    assert gradient_reached(net.blur_branch.hidden.parameters())  # undetached, it shapes them
 
 
 @pytest.mark.parametrize("head", ["global", "crop"])
 def test_isolated_blur_branch_sends_no_gradient_into_the_shared_map(head):
-    net = tiny_net(head=head).train()
-    batch = images()
-    plain = net(batch)
-    isolated = net(batch, isolate_blur=True)
-    torch.testing.assert_close(isolated.embedding, plain.embedding)
-    torch.testing.assert_close(isolated.blur_value, plain.blur_value)
+    net, batch, isolated = training_pass(head, isolate_blur=True)
     shared = net.locator if head == "crop" else net.backbone
     isolated.blur_value.sum().backward()  # L_be's path alone
-    assert all(p.grad is None or not bool(p.grad.any()) for p in shared.parameters())
-    assert bool(net.blur_branch.hidden[0].weight.grad.any())  # the branch itself still learns
+    assert not gradient_reached(shared.parameters())
+    assert gradient_reached(net.blur_branch.hidden.parameters())  # the branch itself still learns
     net.zero_grad()
     net(batch).blur_value.sum().backward()
-    assert any(p.grad is not None and bool(p.grad.any()) for p in shared.parameters())
+    assert gradient_reached(shared.parameters())
 
 
 def test_a_blur_branch_on_the_crop_learns_from_the_descriptor_map_not_the_locator(tmp_path):
@@ -89,8 +92,8 @@ def test_a_blur_branch_on_the_crop_learns_from_the_descriptor_map_not_the_locato
     out = net(images())
     assert out.blur_value.shape == (4,) and out.embedding.shape == (4, 16)
     out.blur_value.sum().backward()  # L_be's path
-    assert any(p.grad is not None and bool(p.grad.any()) for p in net.backbone.parameters())
-    assert all(p.grad is None or not bool(p.grad.any()) for p in net.locator.parameters())
+    assert gradient_reached(net.backbone.parameters())
+    assert not gradient_reached(net.locator.parameters())
     net.eval()
     save_checkpoint(tmp_path / "net", net, {"image_size": [48, 64]})
     loaded, config = load_checkpoint(tmp_path / "net")
