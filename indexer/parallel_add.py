@@ -14,7 +14,7 @@ FAISS's own `merge_from` does not cover these layouts: `IndexRefine` has none, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -73,14 +73,17 @@ class PartEncoder:
             raise ValueError(f"the index to copy must be empty, it holds {empty_index.ntotal}")
         self.blank = faiss.serialize_index(empty_index)
 
-    def __call__(self):
-        blank = self.blank
+    def __call__(self) -> Callable[[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        index = faiss.deserialize_index(self.blank)
 
         def encode(part: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            """The part's vectors in a copy of the index, serialised; the copy is emptied
+            again (its training kept) for the worker's next part."""
             vectors, ids = part
-            index = faiss.deserialize_index(blank)
             index.add_with_ids(vectors, ids)
-            return faiss.serialize_index(index)
+            encoded = faiss.serialize_index(index)
+            index.reset()
+            return encoded
 
         return encode
 
@@ -124,7 +127,7 @@ def add_in_parts(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, engin
     jobs: Sequence[tuple[np.ndarray, np.ndarray]] = [
         (vectors[start:start + part_size], ids[start:start + part_size])
         for start in range(0, len(vectors), part_size)]
-    encoded: dict[int, bytes] = {}
+    encoded: dict[int, np.ndarray] = {}
     filled, merged = index, 0
     with tqdm(total=len(vectors), unit="vec", desc="indexing in parts", disable=not progress,
               dynamic_ncols=True) as bar:
