@@ -22,7 +22,7 @@ from benchmark.vector_cache import STREAM_BATCH, embed_items
 from indexer.cluster.choice import open_engine
 from indexer.cluster.embedding import RemoteEmbedder
 from indexer.cluster.engine import EngineError, LocalEngine
-from indexer.shards import embed_in_shards
+from indexer.shards import ShardJobs, embed_in_shards
 from retrieval.embed import load_embedder
 from retrieval.model import BlurAwareNet, save_checkpoint
 
@@ -180,3 +180,21 @@ def test_a_refused_join_names_rays_token_authentication(monkeypatch):
     assert _token_hint(None) == ""  # a local cluster of our own needs no token
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     assert _token_hint("10.0.0.1:6379") == ""  # already asked for: the hint would mislead
+
+
+def test_shard_jobs_list_a_shards_items_only_when_asked():
+    class Counting(list):
+        slices = 0
+
+        def __getitem__(self, key):
+            if isinstance(key, slice):
+                Counting.slices += 1
+            return super().__getitem__(key)
+
+    items = Counting(range(10))
+    jobs = ShardJobs(items, [(0, 4), (8, 10)])
+    assert len(jobs) == 2 and Counting.slices == 0  # nothing listed up front
+    assert jobs[1] == [8, 9] and Counting.slices == 1
+    assert list(jobs) == [[0, 1, 2, 3], [8, 9]]
+    with pytest.raises(IndexError):
+        jobs[2]
