@@ -17,7 +17,6 @@ from benchmark.index_speed import (
     SPREAD,
     brute_force_top_k,
     faiss_threads,
-    format_summary,
     latency_summary,
     mixture_points,
     resident_bytes,
@@ -26,6 +25,7 @@ from benchmark.index_speed import (
     synthetic_dataset,
     versus_brute_force,
 )
+from benchmark.index_speed_summary import format_summary
 from indexer.build import build_faiss_index
 from indexer.factory import EXACT_FACTORY, auto_factory
 from indexer.tuning import (

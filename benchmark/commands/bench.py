@@ -94,7 +94,8 @@ def bench_sim(sizes, batch, seconds, backbone, device, json_path):
 def bench_index(count, dim, queries, k, factories, index_memory, brute_force_queries, threads, spread,
                 seed, device, quiet, json_path, engine, address, engine_workers):
     """Build time, QPS, latency, memory and recall of exact and auto indexes against brute force."""
-    from benchmark.index_speed import format_summary, run_index_benchmark
+    from benchmark.index_speed import run_index_benchmark
+    from benchmark.index_speed_summary import format_summary
 
     if index_memory is not None and "auto" not in factories:
         raise click.UsageError("--index-memory is the budget of the auto index: add --factory auto")
@@ -136,7 +137,8 @@ def bench_speed(model, batch_size, images, vectors, seconds, queries, workers, d
     import torch
 
     from benchmark.commands.support import model_load_errors
-    from benchmark.index_speed import format_summary, run_index_benchmark
+    from benchmark.index_speed import run_index_benchmark
+    from benchmark.index_speed_summary import format_summary
     from benchmark.speed import embedding_rates, query_latency, simulator_rate, write_sample_images
     from retrieval.embed import load_embedder
     from retrieval.sim.config import SimConfig
