@@ -55,7 +55,7 @@ def _layout(index: faiss.Index) -> _Layout:
 
 
 def can_add_in_parts(index: faiss.Index) -> bool:
-    """Whether `add_in_parts` can fill `index` (an IVF layout, under IDMap2 at most)."""
+    """Whether `add_in_parts` can fill `index` (an IVF layout, under IDMap2 and Refine at most)."""
     try:
         _layout(index)
     except MergeLayoutError:
@@ -90,6 +90,13 @@ class PartEncoder:
 
 def merge_part(into: faiss.Index, part: faiss.Index) -> None:
     """Append `part`'s vectors to `into` (same trained layout), leaving `part` empty."""
+    _append_part(into, part)
+    _rebuild_id_lookup(into)
+
+
+def _append_part(into: faiss.Index, part: faiss.Index) -> None:
+    """`merge_part` without rebuilding IDMap2's id -> position lookup, which costs one hash
+    insert per vector of the whole index: `add_in_parts` rebuilds it once, after the last part."""
     target, source = _layout(into), _layout(part)
     if (target.id_map is None) != (source.id_map is None) or (
             (target.refine is None) != (source.refine is None)):
@@ -103,13 +110,18 @@ def merge_part(into: faiss.Index, part: faiss.Index) -> None:
         target.refine.ntotal = target.ivf.ntotal
         source.refine.ntotal = 0
     if target.id_map is not None:
-        ids = np.concatenate([faiss.vector_to_array(target.id_map.id_map),
-                              faiss.vector_to_array(source.id_map.id_map)])
-        faiss.copy_array_to_vector(ids.astype(np.int64), target.id_map.id_map)
+        ids, added = target.id_map.id_map, faiss.vector_to_array(source.id_map.id_map)
+        ids.resize(before + len(added))  # appended in place: no copy of the ids already there
+        faiss.rev_swig_ptr(ids.data(), ids.size())[before:] = added
         target.id_map.ntotal = target.ivf.ntotal
-        target.id_map.construct_rev_map()
         source.id_map.id_map.clear()
         source.id_map.ntotal = 0
+
+
+def _rebuild_id_lookup(index: faiss.Index) -> None:
+    id_map = _layout(index).id_map
+    if id_map is not None:
+        id_map.construct_rev_map()
 
 
 def add_in_parts(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, engine: Engine,
@@ -139,6 +151,7 @@ def add_in_parts(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, engin
                 if merged == 0:
                     filled = part
                 else:
-                    merge_part(filled, part)
+                    _append_part(filled, part)
                 merged += 1
+    _rebuild_id_lookup(filled)
     return filled

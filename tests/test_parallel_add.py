@@ -29,7 +29,7 @@ from indexer.parallel_add import (
 DIM = 16
 COUNT = 3_000
 LAYOUTS = ["IVF8,PQ4x4fs,RFlat", "IVF8,PQ4x4fs,Refine(SQ8)", "IVF8,Flat", "IVF8,PQ4x4fs",
-           "IVF8,SQ8"]
+           "IVF8,SQ8", "IDMap2,IVF8,Flat"]
 
 
 def trained(factory: str) -> tuple[faiss.Index, np.ndarray, np.ndarray]:
@@ -52,6 +52,9 @@ def test_parts_merge_into_the_index_one_add_builds(factory, engine):
     whole.add_with_ids(vectors, ids)
     filled = add_in_parts(index, vectors, ids, engine(), part_size=700)  # 5 parts, the last short
     assert filled.ntotal == COUNT
+    top = faiss.downcast_index(filled)
+    if isinstance(top, faiss.IndexIDMap2):
+        top.check_consistency()  # its id -> position lookup was rebuilt after the last part
     queries = random_unit_vectors(40, DIM, seed=12)
     expected_scores, expected_ids = searched(whole, queries)
     scores, found = searched(filled, queries)

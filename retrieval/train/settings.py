@@ -49,7 +49,7 @@ class TrainSettings:
     train_trajectories: int | None = None  # trajectories per training instance
     val_distractors: int = 0  # virtual distractors in the validation database
     detach_blur: bool = False  # the blur branch learns from L_be only (BlurAwareNet.forward)
-    isolate_blur: bool = False  # no gradient from the blur branch into the locator (same place)
+    isolate_blur: bool = False  # no gradient from the blur branch into the backbone it reads
     be_weight: float = 1.0  # weight of the blur-estimation loss in the total (published)
     blur_input: str = "image"  # what the blur branch pools (BlurAwareNet's BLUR_INPUTS)
     cls_margin: float = 0.15  # additive cosine margin of the classification head (published)
