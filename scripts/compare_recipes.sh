@@ -41,6 +41,7 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [isolate-cls0.1]="--isolate-blur --cls-weight 0.1"        # L_be kept off the shared locator,
   [be0.1-cls0.1]="--be-weight 0.1 --cls-weight 0.1"         # or weighed 0.1,
   [blurcrop-cls0.1]="--blur-input crop --cls-weight 0.1"    # or read from the object's crop
+  [photos-cls0.1]="--photos skimage --photo-share 0.5 --cls-weight 0.1"  # half in train photos
   [con-cls]="--losses con,cls"        # the published loss ablation's rows (global head:
   [con-cls-be]="--losses con,cls,be"  # the crop head needs the localisation branch)
 )

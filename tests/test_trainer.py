@@ -37,6 +37,7 @@ from retrieval.train import (
     select_training_rows,
     train,
 )
+from retrieval.train.errors import TrainError
 from retrieval.train.interrupts import StopRequests
 from retrieval.train.stream import open_composite_stream
 
@@ -188,6 +189,29 @@ def full_run(data_dir, tmp_path_factory) -> Path:
     outcome = train(settings(data_dir, out))
     assert outcome.status == "finished" and outcome.step == 6 and outcome.epochs_done == 2
     return out
+
+
+def test_a_run_started_from_a_checkpoint_begins_at_its_weights(data_dir, full_run, tmp_path):
+    trained, config = load_checkpoint(full_run)
+    expected = dict(trained.named_parameters())  # a step moves BatchNorm's running statistics
+    for name, init_from in (("fine-tuned", str(full_run)), ("fresh", None)):
+        out = tmp_path / name
+        outcome = train(settings(data_dir, out, init_from=init_from, lr=1e-12, epochs=1,
+                                 steps_per_epoch=1))
+        assert outcome.status == "finished"
+        weights = final_weights(out)
+        close = all(torch.allclose(weights[key].float(), expected[key].float(), atol=1e-6)
+                    for key in expected)
+        assert close == (init_from is not None)
+    written = json.loads((tmp_path / "fine-tuned" / "config.json").read_text())["training"]
+    assert written["init_fingerprint"] == model_fingerprint(config)
+
+
+def test_a_checkpoint_of_another_network_cannot_start_a_run(data_dir, full_run, tmp_path):
+    with pytest.raises(TrainError, match=r"its network differs from this run's .*embed"):
+        train(settings(data_dir, tmp_path, init_from=str(full_run), embedding_dim=8))
+    with pytest.raises(TrainError, match="--init-from: .*no-such-model"):
+        train(settings(data_dir, tmp_path, init_from="no-such-model"))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -30,13 +30,22 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--preview-instances", type=click.Path(dir_okay=False), callback=writable_file,
               help="Write a PNG of category 0's first instances (rows) along three trajectories "
                    "at exposures 0, 5 and 10 (columns).")
+@click.option("--photos", metavar="SOURCE", default="",
+              help="Dress a share of the objects and backgrounds in photographs: 'skimage' "
+                   "(scikit-image's samples, extra [photos]) or a folder of pictures.")
+@click.option("--photo-split", type=click.Choice(["train", "heldout"]), default="train",
+              show_default=True, help="Which of the source's photos (with --photos).")
+@click.option("--photo-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of instances and of backgrounds that wear photos (with --photos).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=_POSITIVE, default=32, show_default=True,
               help="Trajectories rendered together.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def synth(out_dir, preset, categories, instances, trajectories, size, seed, distractors, virtual,
-          splits, preview, preview_instances, device, batch_size, quiet):
+          splits, preview, preview_instances, photos, photo_split, photo_share, device, batch_size,
+          quiet):
     """Render a synthetic motion-blur data set into OUT_DIR (PNGs + manifest.parquet)."""
+    from retrieval.sim.photos import PhotoError, load_photos
     from retrieval.sim.preview import instance_sheet, preview_sheet, write_sheet
     from retrieval.synth import SETTINGS_NAME, synthesize
 
@@ -49,6 +58,12 @@ def synth(out_dir, preset, categories, instances, trajectories, size, seed, dist
     if size is not None:
         chosen = replace(chosen, height=size[0], width=size[1])
     config = chosen.sim_config(seed)
+    if photos:
+        try:
+            load_photos(photos, photo_split)
+        except PhotoError as exc:
+            raise click.BadParameter(str(exc), param_hint="--photos") from exc
+        config = replace(config, photos=photos, photo_split=photo_split, photo_share=photo_share)
     device = resolve_device(device)
     chosen_splits = [part.strip() for part in splits.split(",") if part.strip()]
     if not chosen_splits or set(chosen_splits) - {"train", "val", "test"}:

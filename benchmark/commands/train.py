@@ -152,6 +152,15 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--con-margin", type=click.FloatRange(min=0, max=2, min_open=True), default=0.7,
               show_default=True,
               help="Contrastive margin: negatives farther apart than this cost nothing.")
+@click.option("--init-from", metavar="MODEL",
+              help="Start from this checkpoint's weights (a folder or shipped name) instead of "
+                   "from scratch; the method, backbone, head and sizes must be its own.")
+@click.option("--photos", metavar="SOURCE", default="",
+              help="Dress a share of the training objects and backgrounds in photographs: "
+                   "'skimage' (scikit-image's samples, extra [photos]) or a folder of pictures; "
+                   "only the source's train photos are used, its held-out ones never.")
+@click.option("--photo-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of instances and of backgrounds that wear photos (with --photos).")
 @click.option("--max-val-queries", type=_POSITIVE, default=2000, show_default=True,
               help="Cap on validation queries (evenly spread).")
 @click.option("--stop-at-step", type=_POSITIVE,
@@ -168,7 +177,8 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
                   schedule, steps_per_epoch, checkpoint_every, log_every, seed, workers,
                   hard_negatives, lookalikes, memory, memory_start, train_instances,
                   train_trajectories, val_distractors, detach_blur, isolate_blur, blur_input, be_weight,
-                  cls_margin, cls_scale, cls_weight, con_margin, max_val_queries, stop_at_step,
+                  cls_margin, cls_scale, cls_weight, con_margin, init_from, photos, photo_share,
+                  max_val_queries, stop_at_step,
                   device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
 
@@ -193,6 +203,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         hard_negatives=hard_negatives, instances_per_category=lookalikes, memory_size=memory,
         memory_start=memory_start, train_instances=train_instances,
         train_trajectories=train_trajectories, val_distractors=val_distractors,
+        photos=photos, photo_share=photo_share, init_from=init_from,
         detach_blur=detach_blur, isolate_blur=isolate_blur, be_weight=be_weight,
         blur_input=blur_input,
         cls_margin=cls_margin, cls_weight=cls_weight,

@@ -99,7 +99,7 @@ def train_dense(settings: DenseTrainSettings, progress: bool = True) -> dict:
     _, config = synth_settings(manifest)
     _, stream, fingerprint = open_composite_stream(manifest, (config.height, config.width), False,
                                                    settings.seed, progress)
-    sampler = PairSampler(stream.bank, config, background_bank(config.height, config.width, 256),
+    sampler = PairSampler(stream.bank, config, background_bank(config, 256),
                           settings.seed, settings.per_category)
     net = DenseFeatureNet(settings.dim, settings.stride, settings.crop).to(device)
     val = build_val_pairs(manifest, config, settings.val_pairs, net.grid, settings.seed)

@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass, fields
 
 # Fields that once existed, were never used and were always written empty.
 _RETIRED_EMPTY_KEYS = ("extra",)
+PHOTO_SPLITS = ("train", "heldout")
+# Written only when photos are used, so the settings (and every fingerprint made from them) of
+# procedural data sets stay what they were before photos existed.
+_PHOTO_KEYS = ("photos", "photo_split", "photo_share")
 
 
 @dataclass(frozen=True)
@@ -31,12 +35,22 @@ class SimConfig:
     fast_bias: float = 1.0
     max_rotation_deg: float = 30.0  # per axis, over the whole `steps`-step motion
     depth_change: float = 0.25  # relative scale change over the whole motion
+    # Natural-image appearance (`photos.py`): "" keeps every object and background procedural;
+    # "skimage" (scikit-image's sample photographs) or a folder of pictures textures a share of
+    # the objects and backgrounds with photos of one split of that source.
+    photos: str = ""
+    photo_split: str = "train"
+    photo_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
             raise ValueError(f"image size must be at least 16x16, got {self.height}x{self.width}")
         if not 1 <= self.exposures <= self.steps + 1:
             raise ValueError("exposures must be between 1 and steps + 1")
+        if self.photo_split not in PHOTO_SPLITS:
+            raise ValueError(f"photo_split must be one of {PHOTO_SPLITS}, got {self.photo_split!r}")
+        if not 0.0 <= self.photo_share <= 1.0:
+            raise ValueError(f"photo_share must be in [0, 1], got {self.photo_share}")
 
     @property
     def crop_size(self) -> int:
@@ -45,7 +59,11 @@ class SimConfig:
         return 2 * math.ceil(largest_radius * (1 + self.depth_change) * 1.05) + 4
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        if not self.photos:
+            for key in _PHOTO_KEYS:
+                del values[key]
+        return values
 
     @classmethod
     def from_dict(cls, data: dict) -> SimConfig:

@@ -23,10 +23,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from retrieval.sim.backgrounds import render_background
 from retrieval.sim.camera import apply_camera_curve, sensor_noise
 from retrieval.sim.config import SimConfig
 from retrieval.sim.objects import ObjectSpec, object_spec
+from retrieval.sim.photos import PhotoRows, photo_rows, photo_texture, trajectory_background
 from retrieval.sim.trajectory import Trajectory, sample_trajectory
 
 _EPS = 1e-7
@@ -56,8 +56,10 @@ def _stack(values: Sequence, device: torch.device, dtype=torch.float64) -> torch
 class ObjectBatch:
     """Per-row object and motion parameters as tensors (rows = trajectories)."""
 
-    def __init__(self, objects: list[ObjectSpec], motions: list[Trajectory], device: torch.device):
+    def __init__(self, objects: list[ObjectSpec], motions: list[Trajectory], device: torch.device,
+                 photos: PhotoRows | None = None):
         f32 = torch.float32
+        self.photos = photos  # None: every row wears its procedural texture
         self.active = _stack([o.part_active for o in objects], device, torch.bool)
         self.quadric = _stack([o.quadric for o in objects], device, f32)
         self.normals = _stack([o.plane_normals for o in objects], device, f32)
@@ -80,7 +82,8 @@ class ObjectBatch:
         """Rows start..stop-1 (rows are sorted by how many frames they need)."""
         view = object.__new__(ObjectBatch)
         for name, value in vars(self).items():
-            setattr(view, name, value[start:stop])
+            setattr(view, name, None if value is None else value.rows(start, stop) if name == "photos"
+                    else value[start:stop])
         return view
 
 
@@ -243,7 +246,10 @@ def _render_frame(batch: ObjectBatch, tau: float, steps: int, crop: int):
         shine = shine * shine
     ambient = batch.ambient[:, None, None]
     shade = ambient + (1 - ambient) * lambert
-    color = _solid_texture(batch, point) * shade[:, None] + (batch.specular[:, None, None] * shine)[:, None]
+    texture = _solid_texture(batch, point)
+    if batch.photos is not None:
+        texture = photo_texture(batch.photos, point, normal, texture)
+    color = texture * shade[:, None] + (batch.specular[:, None, None] * shine)[:, None]
     coverage = hit.to(f32)[:, None]
     return torch.cat([color * coverage, coverage], dim=1), origin
 
@@ -381,7 +387,8 @@ def _integrate(config: SimConfig, requests: Sequence[RenderRequest], device: tor
     objects = [object_spec(r.category, r.instance) for r in reqs]
     motions = [sample_trajectory(config, r.category, r.instance, r.trajectory) for r in reqs]
     substeps = [row_substeps(config, m) for m in motions]
-    batch = ObjectBatch(objects, motions, device)
+    photos = photo_rows(config, [(r.category, r.instance) for r in reqs], device)
+    batch = ObjectBatch(objects, motions, device, photos)
     last_step = [max(r.exposures, default=0) for r in reqs]
     pad = crop + 2
     acc = torch.zeros(len(reqs), 4, config.height + 2 * pad, config.width + 2 * pad, device=device)
@@ -451,7 +458,7 @@ def _linear_backgrounds(config: SimConfig, motions: list[Trajectory], device: to
                         ) -> torch.Tensor:
     """Each trajectory's own background [B, 3, H, W] in linear light (display squared)."""
     backgrounds = torch.stack([
-        torch.from_numpy(render_background(m.background_seed, config.height, config.width).copy())
+        torch.from_numpy(trajectory_background(config, m.background_seed, config.height, config.width).copy())
         for m in motions
     ]).to(device).permute(0, 3, 1, 2).float() / 255.0
     return backgrounds * backgrounds

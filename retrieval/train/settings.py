@@ -10,7 +10,8 @@ from retrieval.model import DEFAULT_BACKBONE, DEFAULT_CROP_SIZE
 SCHEDULES = ("constant", "cosine")
 # Settings that may change between a run and its resumption: they do not change what is trained
 # (device and precision change only the rounding, so a run can move to another machine).
-FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "precision", "resume",
+# init_from's path may move; the weights it named are checked by their fingerprint instead.
+FREE_ON_RESUME = {"data_dir", "out_dir", "workers", "device", "precision", "resume", "init_from",
                   "stop_at_step", "progress", "checkpoint_every", "log_every", "val_batch_size"}
 
 
@@ -28,6 +29,7 @@ class TrainSettings:
     predicted_crop_fraction: float = 0.5  # share of crops from predicted boxes by the last step
     pretrained: bool = False
     backbone_weights: Path | None = None
+    init_from: str | None = None  # checkpoint folder or shipped name whose weights start the run
     image_size: tuple[int, int] = (96, 128)
     embedding_dim: int = 128
     epochs: int = 30
@@ -47,6 +49,8 @@ class TrainSettings:
     memory_start: float = 0.1  # share of the run after which the memory is read
     train_instances: int | None = None  # local indices scanned per category (train slots only)
     train_trajectories: int | None = None  # trajectories per training instance
+    photos: str = ""  # photo source textures/backgrounds come from (sim.photos); "": the data set's
+    photo_share: float = 0.5  # share of instances and backgrounds that wear photos
     val_distractors: int = 0  # virtual distractors in the validation database
     detach_blur: bool = False  # the blur branch learns from L_be only (BlurAwareNet.forward)
     isolate_blur: bool = False  # no gradient from the blur branch into the backbone it reads

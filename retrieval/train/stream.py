@@ -24,11 +24,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from retrieval.sim.backgrounds import render_background
 from retrieval.sim.camera import CAMERA_CURVES
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
 from retrieval.sim.objects import DISTRACTOR_BASE
+from retrieval.sim.photos import PhotoError, load_photos, trajectory_background
 from retrieval.sim.render import compose_layers
 from retrieval.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import TrainingSet, bank_training_set
@@ -46,15 +46,29 @@ BOX_SCALE_JITTER = (0.85, 1.3)  # training crops: true box sides times a factor 
 BOX_SHIFT_JITTER = 0.1  # ... and its centre moved by up to this fraction of its sides
 
 
-def background_bank(height: int, width: int, count: int = BACKGROUND_BANK_SIZE) -> np.ndarray:
-    """uint8 [count, H, W, 3] backgrounds from seeds reserved for training."""
-    return np.stack([render_background(_BACKGROUND_NAMESPACE * 2**40 + i, height, width)
-                     for i in range(count)])
+def background_bank(config: SimConfig, count: int = BACKGROUND_BANK_SIZE) -> np.ndarray:
+    """uint8 [count, H, W, 3] backgrounds from seeds reserved for training (a share of them
+    photo crops when `config` uses photos)."""
+    return np.stack([
+        trajectory_background(config, _BACKGROUND_NAMESPACE * 2**40 + i, config.height, config.width)
+        for i in range(count)])
+
+
+def with_training_photos(config: SimConfig, photos: str, share: float) -> SimConfig:
+    """`config` with a share of its objects and backgrounds from the train photos of `photos`."""
+    if not photos:
+        return config
+    try:
+        load_photos(photos, "train")
+    except PhotoError as exc:
+        raise TrainDataError(str(exc)) from exc
+    return replace(config, photos=photos, photo_split="train", photo_share=share)
 
 
 def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_only: bool,
                           seed: int, progress: bool = True, instances: int | None = None,
-                          trajectories: int | None = None
+                          trajectories: int | None = None, photos: str = "",
+                          photo_share: float = 0.5
                           ) -> tuple[TrainingSet, CompositeStream, str]:
     """Training rows, their stream and a data fingerprint for a data set written by `synth`.
 
@@ -62,20 +76,25 @@ def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_onl
     train images); its layer bank is built in the data set folder on first use, on the CPU
     so that every machine trains on the same bits. `instances` and `trajectories` replace the
     preset's (see `training_preset`), so a model can train on many more instances than the
-    data set's own.
+    data set's own; `photos` dresses a share `photo_share` of the objects and backgrounds in
+    photographs (`retrieval.sim.photos`), whatever the data set's own appearance.
     """
     folder = manifest.parent
     settings_path = folder / SYNTH_SETTINGS
-    own, config = synth_settings(manifest)
+    own, own_config = synth_settings(manifest)
     preset = training_preset(own, instances, trajectories)
+    config = with_training_photos(own_config, photos, photo_share)
     bank_name = (BANK_FOLDER if preset == own
                  else f"{BANK_FOLDER}-{preset.instances}i-{preset.trajectories}t")
+    if config != own_config:
+        appearance = json.dumps(config.to_dict(), sort_keys=True).encode()
+        bank_name += f"-photos-{hashlib.sha256(appearance).hexdigest()[:10]}"
     bank = load_or_build_layer_bank(folder / bank_name, preset, config, "cpu", progress)
     if len(bank) == 0:
         raise TrainDataError(f"{settings_path}: the preset has no train instances")
     data = bank_training_set(bank.instance, bank.trajectory, bank.exposure, bank.blur_value,
                              bank.box, folder / BANK_FOLDER, sharp_only)
-    stream = CompositeStream(bank, background_bank(config.height, config.width), image_size,
+    stream = CompositeStream(bank, background_bank(config), image_size,
                              np.asarray(data.items, dtype=np.int64), seed)
     described = json.dumps({"bank": bank_settings(preset, config), "stream": STREAM_VERSION},
                            sort_keys=True)

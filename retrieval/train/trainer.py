@@ -54,6 +54,7 @@ from retrieval.train.data import (
     select_training_rows,
 )
 from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, TrainError
+from retrieval.train.init_weights import start_from_checkpoint
 from retrieval.train.interrupts import StopRequests
 from retrieval.train.lookalike import LookalikeSampler
 from retrieval.train.memory import CrossBatchMemory
@@ -160,15 +161,16 @@ class Trainer:
         self.stream: CompositeStream | None = None
         synthesized = (manifest.parent / SYNTH_SETTINGS).is_file()
         wider = settings.train_instances is not None or settings.train_trajectories is not None
-        if not synthesized and (wider or settings.val_distractors):
-            raise TrainDataError(f"{manifest}: more training instances and validation "
+        if not synthesized and (wider or settings.val_distractors or settings.photos):
+            raise TrainDataError(f"{manifest}: more training instances, photos and validation "
                                  "distractors need a data set written by `synth` (its simulator "
                                  "settings render them)")
         if synthesized:
             data, self.stream, fingerprint = open_composite_stream(
                 manifest, settings.image_size, sharp_only, settings.seed,
                 progress=settings.progress, instances=settings.train_instances,
-                trajectories=settings.train_trajectories)
+                trajectories=settings.train_trajectories, photos=settings.photos,
+                photo_share=settings.photo_share)
         else:
             data = select_training_rows(
                 items, table, manifest, sharp_only=sharp_only,
@@ -196,6 +198,8 @@ class Trainer:
             raise TrainError(str(exc)) from exc
         except (RuntimeError, ValueError) as exc:  # timm: RuntimeError for unknown names
             raise TrainError(f"backbone {settings.backbone!r}: {exc}") from exc
+        self.init_fingerprint = (start_from_checkpoint(model, settings.init_from)
+                                 if settings.init_from else None)
         head = None
         if "cls" in self.spec.losses:
             head = MarginSoftmaxHead(settings.embedding_dim, self.data.num_classes,
@@ -235,6 +239,8 @@ class Trainer:
                                         if self.settings.backbone_weights else None)
         identity["steps_per_epoch"] = self.steps_per_epoch
         identity["data_fingerprint"] = self.data_fingerprint
+        if self.init_fingerprint is not None:
+            identity["init_fingerprint"] = self.init_fingerprint
         return identity
 
     # ----- state -----------------------------------------------------------------------------
@@ -463,6 +469,10 @@ class Trainer:
                 "stream": "composite" if self.stream is not None else "files",
                 "con_margin": settings.con_margin, "precision": self.precision,
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
+                **({"photos": settings.photos, "photo_share": settings.photo_share}
+                   if settings.photos else {}),
+                **({"init_from": str(settings.init_from), "init_fingerprint": self.init_fingerprint}
+                   if settings.init_from else {}),
             },
         }
 

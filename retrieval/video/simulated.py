@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from retrieval.sim.backgrounds import render_background
 from retrieval.sim.config import SimConfig
+from retrieval.sim.photos import trajectory_background
 from retrieval.sim.render import RenderRequest, compose_layers, render_object_layers
 from retrieval.sim.severity import blur_level, blur_severity
 from retrieval.sim.trajectory import sample_trajectory
@@ -39,7 +39,7 @@ def simulated_clips(config: SimConfig, category: int, instance: int, trajectorie
         raise ValueError(f"instant frames need one frame per step (substeps=1), got {config.substeps}")
     count, height, width = config.exposures, config.height, config.width
     first = sample_trajectory(config, category, instance, 0)
-    background = torch.from_numpy(render_background(first.background_seed, height, width).copy())
+    background = torch.from_numpy(trajectory_background(config, first.background_seed, height, width).copy())
     background = (background.permute(2, 0, 1).float() / 255) ** 2  # linear light, as render.py
     curves = torch.full((count,), first.camera_curve)
     silent = torch.zeros(count, 3, height, width)
