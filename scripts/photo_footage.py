@@ -7,7 +7,7 @@ sidecar names the instance, its trajectories (segments) and the empty-scene fram
 `video-set` builds the benchmark from the videos the way it builds one from a phone's:
 
     python scripts/photo_footage.py --out data/photo-footage
-    blur-retrieval video-set data/photo-footage/*.mkv --out data/photo-footage-set -q
+    blur-retrieval video-set data/photo-footage/*.mkv --out data/photo-footage-set --max-frames 25 -q
     blur-retrieval bench map --data data/photo-footage-set --methods blur-aware,standard
 
 Videos are lossless FFV1 at 240 fps in Matroska, each written under a temporary name and
