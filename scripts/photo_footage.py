@@ -1,10 +1,13 @@
 """Slow-motion videos of objects dressed in held-out photographs, for `video-set`.
 
-The stand-in for real footage that can be made here: each video films one test instance of
-the simulator, textured with a photo no model trained on, moving over backgrounds cut from
-held-out photos, as sharp instant frames (a high-frame-rate camera; no blur is rendered). A
-sidecar names the instance, its trajectories (segments) and the empty-scene frames, so
-`video-set` builds the benchmark from the videos the way it builds one from a phone's:
+The stand-in for real footage that can be made here: test instances of the simulator, textured
+with photos no model trained on, move over backgrounds cut from held-out photos, filmed as sharp
+instant frames (a high-frame-rate camera; no blur is rendered). By default each trajectory is
+its own video before its own scene (`--scene own`), so the scene says nothing about the object,
+as in the simulator's data sets; `--scene shared` films all of an instance's trajectories in
+one video before one scene, where a model can match the scene instead of the object. Sidecars
+name the instance, its segments and the empty-scene frames, so `video-set` builds the benchmark
+from the videos the way it builds one from a phone's:
 
     python scripts/photo_footage.py --out data/photo-footage
     blur-retrieval video-set data/photo-footage/*.mkv --out data/photo-footage-set --max-frames 25 -q
@@ -46,6 +49,18 @@ def _encode(path: Path, frames: np.ndarray) -> None:
         container.mux(stream.encode())
 
 
+def _write_video(video: Path, name: str, category: int, clips: list, scene_frames: int) -> None:
+    """One video of `clips` (trajectories) after `scene_frames` frames of the first one's scene."""
+    frames = len(clips[0].frames)
+    empty = np.repeat(clips[0].scene[None], scene_frames, axis=0)
+    _encode(video, np.concatenate([empty, *(clip.frames for clip in clips)]))
+    starts = [scene_frames + t * frames for t in range(len(clips))]
+    write_json_atomic(Path(f"{video}.json"), {
+        "background": [0, scene_frames],
+        "instances": [{"name": name, "category": f"c{category:03d}", "split": "test",
+                       "segments": [[start, start + frames] for start in starts]}]})
+
+
 def filmed_instances(config: SimConfig, category: int, count: int) -> list[int]:
     """The first `count` test instances of `category` whose camera curve is sRGB."""
     found = []
@@ -74,9 +89,11 @@ def filmed_instances(config: SimConfig, category: int, count: int) -> list[int]:
               help="Photo source ('skimage' or a folder of pictures).")
 @click.option("--photo-split", type=click.Choice(PHOTO_SPLITS), default="heldout",
               show_default=True)
+@click.option("--scene", type=click.Choice(["own", "shared"]), default="own", show_default=True,
+              help="own: a video and a scene per trajectory; shared: one of each per instance.")
 @click.option("--size", default="96x128", show_default=True, help="HxW of the frames.")
 def main(out: Path, categories: int, instances: int, trajectories: int, frames: int,
-         scene_frames: int, photos: str, photo_split: str, size: str) -> None:
+         scene_frames: int, photos: str, photo_split: str, scene: str, size: str) -> None:
     torch.set_num_threads(1)
     height, width = (int(side) for side in size.lower().split("x"))
     config = SimConfig(height=height, width=width, steps=max(24, frames - 1), exposures=frames,
@@ -85,18 +102,16 @@ def main(out: Path, categories: int, instances: int, trajectories: int, frames: 
     written = 0
     for category in range(categories):
         for instance in filmed_instances(config, category, instances):
-            clips = simulated_clips(config, category, instance, trajectories)
-            scene = np.repeat(clips[0].scene[None], scene_frames, axis=0)
-            video = out / f"c{category:03d}_i{instance:06d}.mkv"
-            _encode(video, np.concatenate([scene, *(clip.frames for clip in clips)]))
-            starts = [scene_frames + t * frames for t in range(trajectories)]
-            write_json_atomic(Path(f"{video}.json"), {
-                "background": [0, scene_frames],
-                "instances": [{"name": video.stem, "category": f"c{category:03d}", "split": "test",
-                               "segments": [[start, start + frames] for start in starts]}]})
-            written += 1
+            clips = simulated_clips(config, category, instance, trajectories, scene == "own")
+            name = f"c{category:03d}_i{instance:06d}"
+            videos = [[clip] for clip in clips] if scene == "own" else [clips]
+            for number, filmed in enumerate(videos):
+                stem = f"{name}_t{number}" if scene == "own" else name
+                _write_video(out / f"{stem}.mkv", name, category, filmed, scene_frames)
+                written += 1
     settings = {"config": config.to_dict(), "categories": categories, "instances": instances,
-                "trajectories": trajectories, "scene_frames": scene_frames, "videos": written}
+                "trajectories": trajectories, "scene_frames": scene_frames, "scene": scene,
+                "videos": written}
     write_json_atomic(out / "photo_footage.json", settings)
     click.echo(json.dumps({"videos": written, "out": str(out)}))
 

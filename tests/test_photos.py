@@ -30,6 +30,7 @@ from retrieval.sim.render import RenderRequest, render_trajectories
 from retrieval.synth import synthesize
 from retrieval.train.errors import TrainDataError
 from retrieval.train.stream import background_bank, open_composite_stream
+from retrieval.video.simulated import simulated_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = dict(height=48, width=64)
@@ -182,15 +183,17 @@ def test_train_refuses_a_photo_source_it_cannot_use(stream_data, tmp_path):
     assert "nowhere: photos must be 'skimage' or a folder of pictures" in result.output
 
 
-def test_photo_footage_makes_videos_that_video_set_turns_into_a_benchmark(picture_dir, tmp_path):
+@pytest.mark.parametrize(("scene", "videos_made"), [("own", 6), ("shared", 2)])
+def test_photo_footage_makes_videos_that_video_set_turns_into_a_benchmark(
+        picture_dir, tmp_path, scene, videos_made):
     pytest.importorskip("av")
     videos = tmp_path / "videos"
     command = [sys.executable, str(ROOT / "scripts/photo_footage.py"), "--out", str(videos),
                "--categories", "2", "--instances", "1", "--frames", "13", "--size", "48x64",
-               "--photos", str(picture_dir)]
+               "--photos", str(picture_dir), "--scene", scene]
     subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     made = sorted(videos.glob("*.mkv"))
-    assert len(made) == 2 and all(Path(f"{video}.json").is_file() for video in made)
+    assert len(made) == videos_made and all(Path(f"{video}.json").is_file() for video in made)
     assert not list(videos.glob(".*"))  # no partial files left
     out = tmp_path / "set"
     result = CliRunner().invoke(main, ["video-set", *map(str, made), "--out", str(out),
@@ -199,6 +202,7 @@ def test_photo_footage_makes_videos_that_video_set_turns_into_a_benchmark(pictur
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
     assert {row["role"] for row in rows} == {"query", "database"}
     assert len({row["instance"] for row in rows}) == 2
+    assert len({(row["instance"], row["trajectory"]) for row in rows}) == 6
     assert max(row["blur_level"] for row in rows if row["role"] == "query") >= 3
 
 
@@ -214,3 +218,13 @@ def test_synth_dresses_a_data_set_in_held_out_photos_and_records_it(picture_dir,
         str(picture_dir), "heldout", 1.0)
     bad = CliRunner().invoke(main, [*args[:2], "--photos", str(tmp_path / "none"), "-q"])
     assert bad.exit_code == 2 and "none: photos must be" in bad.output
+
+
+def test_clips_filmed_in_their_own_scenes_share_the_object_but_not_the_background(picture_dir):
+    config = SimConfig(**SIZE, exposures=5, substeps=1, photos=str(picture_dir), photo_share=1.0)
+    shared = simulated_clips(config, 1, 2, 3)
+    own = simulated_clips(config, 1, 2, 3, own_scenes=True)
+    assert all(np.array_equal(clip.scene, shared[0].scene) for clip in shared)
+    assert np.array_equal(own[0].frames, shared[0].frames)
+    assert not np.array_equal(own[1].scene, own[0].scene)
+    assert all(a.levels == b.levels for a, b in zip(shared, own))

@@ -402,4 +402,4 @@ def test_settings_are_plain_values_stored_with_the_state(data_dir, full_run):
     assert identity["steps_per_epoch"] == 3 and identity["instances_per_batch"] == 4
     assert not {f.name for f in dataclasses.fields(TrainSettings)} - set(identity) - {
         "data_dir", "out_dir", "workers", "device", "precision", "resume", "stop_at_step",
-        "progress", "checkpoint_every", "log_every", "val_batch_size"}
+        "progress", "checkpoint_every", "log_every", "val_batch_size", "init_from"}

@@ -31,33 +31,40 @@ class SimulatedClip:
     curve: str  # name of the camera response curve (retrieval.video.light.CURVES)
 
 
-def simulated_clips(config: SimConfig, category: int, instance: int, trajectories: int
-                    ) -> list[SimulatedClip]:
-    """Trajectories 0.. of one instance filmed by one still camera: all over the first
-    trajectory's background and through its camera curve, without sensor noise."""
+def simulated_clips(config: SimConfig, category: int, instance: int, trajectories: int,
+                    own_scenes: bool = False) -> list[SimulatedClip]:
+    """Trajectories 0.. of one instance filmed by one still camera, through the first
+    trajectory's camera curve, without sensor noise: all over the first trajectory's background,
+    or with `own_scenes` each over its own (the camera moved to another place), so the scene
+    says nothing about the object, as in the simulator's data sets."""
     if config.substeps != 1:
         raise ValueError(f"instant frames need one frame per step (substeps=1), got {config.substeps}")
     count, height, width = config.exposures, config.height, config.width
     first = sample_trajectory(config, category, instance, 0)
-    background = torch.from_numpy(trajectory_background(config, first.background_seed, height, width).copy())
-    background = (background.permute(2, 0, 1).float() / 255) ** 2  # linear light, as render.py
     curves = torch.full((count,), first.camera_curve)
     silent = torch.zeros(count, 3, height, width)
 
-    def compose(layers: torch.Tensor) -> np.ndarray:
+    def compose(layers: torch.Tensor, background: torch.Tensor) -> np.ndarray:
         n = len(layers)
         return compose_layers(layers, background.expand(n, -1, -1, -1), curves[:n], silent[:n],
                               0.0, 0.0).numpy()
 
+    def linear_background(trajectory: int) -> torch.Tensor:
+        seed = sample_trajectory(config, category, instance, trajectory).background_seed
+        pixels = torch.from_numpy(trajectory_background(config, seed, height, width).copy())
+        return (pixels.permute(2, 0, 1).float() / 255) ** 2  # linear light, as render.py
+
     curve = next(name for name, row in CURVES.items() if row == first.camera_curve)
-    scene = compose(torch.zeros(1, 4, height, width))[0]
     requests = [RenderRequest(category, instance, t, tuple(range(count))) for t in range(trajectories)]
     clips = []
-    for rendered in render_object_layers(config, requests):
+    for trajectory, rendered in enumerate(render_object_layers(config, requests)):
+        background = linear_background(trajectory if own_scenes else 0)
         means = torch.stack([rendered[e] for e in range(count)])
         frames_so_far = torch.arange(1, count + 1, dtype=torch.float32)[:, None, None, None]
         instants = means * frames_so_far
         instants[1:] -= means[:-1] * frames_so_far[:-1]
         levels = [blur_level(blur_severity(means[e, 3].numpy())) for e in range(count)]
-        clips.append(SimulatedClip(compose(instants), compose(means), levels, scene, curve))
+        scene = compose(torch.zeros(1, 4, height, width), background)[0]
+        clips.append(SimulatedClip(compose(instants, background), compose(means, background),
+                                   levels, scene, curve))
     return clips
