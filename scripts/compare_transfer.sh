@@ -27,6 +27,7 @@ BLUR_AWARE="--init-from blur-aware --method blur-aware --cls-weight 0.1 --epochs
 STANDARD="--init-from standard --method standard --cls-weight 1 --epochs 2 --steps-per-epoch 275"
 declare -A ARGS=(
   [ba-photos]="$BLUR_AWARE --photos $PHOTOS --photo-share $SHARE"
+  [ba-photos25]="$BLUR_AWARE --photos $PHOTOS --photo-share 0.25"
   [ba-plain]="$BLUR_AWARE"
   [std-photos]="$STANDARD --photos $PHOTOS --photo-share $SHARE"
   [std-plain]="$STANDARD"
