@@ -13,9 +13,8 @@
 # Resumable: a rerun continues unfinished runs and skips finished ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.venv/bin/blur-retrieval}
-PYTHON=${PYTHON:-.venv/bin/python}
-DATA=${DATA:-data/small}
+# shellcheck source=scripts/lib/train_recipe.sh
+. scripts/lib/train_recipe.sh
 RUNS=${RUNS:-runs/recipes}
 EPOCHS=${EPOCHS:-2}
 STEPS=${STEPS:-500}
@@ -54,16 +53,6 @@ mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 for name in $RECIPES; do
   [ -v "ARGS[$name]" ] || { echo "unknown recipe $name" >&2; exit 2; }
-  out=$RUNS/$name
-  if grep -qs '"epoch": '"$EPOCHS"',' "$out/train_log.jsonl" && [ -f "$out/config.json" ]; then
-    continue  # finished
-  fi
-  resume=()
-  [ -f "$out/train_state.pt" ] && resume=(--resume)
-  started=$SECONDS
-  # shellcheck disable=SC2086
-  /usr/bin/time -v $BIN train "$DATA" --out "$out" "${COMMON[@]}" ${ARGS[$name]} "${resume[@]}" \
-    >> "$RUNS/$name.out" 2>&1
-  echo "$(date -u +%FT%TZ) $name ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
+  train_recipe "$name" "$EPOCHS"
 done
 $PYTHON scripts/recipe_table.py "$RUNS" $RECIPES

@@ -14,9 +14,8 @@
 # per step) 550. Resumable: a rerun continues unfinished runs and skips finished ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.venv/bin/blur-retrieval}
-PYTHON=${PYTHON:-.venv/bin/python}
-DATA=${DATA:-data/small}
+# shellcheck source=scripts/lib/train_recipe.sh
+. scripts/lib/train_recipe.sh
 FOOTAGE=${FOOTAGE:-data/photo-footage}
 RUNS=${RUNS:-runs/transfer}
 PHOTOS=${PHOTOS:-skimage}
@@ -45,18 +44,8 @@ fi
 methods=blur-aware,standard
 for name in $RECIPES; do
   [ -v "ARGS[$name]" ] || { echo "unknown recipe $name" >&2; exit 2; }
-  out=$RUNS/$name
-  methods=$methods,$out
-  if grep -qs '"epoch": 2,' "$out/train_log.jsonl" && [ -f "$out/config.json" ]; then
-    continue  # finished
-  fi
-  resume=()
-  [ -f "$out/train_state.pt" ] && resume=(--resume)
-  started=$SECONDS
-  # shellcheck disable=SC2086
-  /usr/bin/time -v $BIN train "$DATA" --out "$out" "${COMMON[@]}" ${ARGS[$name]} "${resume[@]}" \
-    >> "$RUNS/$name.out" 2>&1
-  echo "$(date -u +%FT%TZ) $name ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
+  methods=$methods,$RUNS/$name
+  train_recipe "$name" 2
 done
 $BIN bench map --data "$FOOTAGE-set" --methods "$methods" --factory exact --out "$RUNS/footage" -q
 $BIN bench map --data "$DATA" --distractors 0 --methods "$methods" --factory exact --out "$RUNS/test" -q
