@@ -9,9 +9,11 @@
 #   .venv/bin/pip install -e '.[photos,video]'
 #   bash scripts/compare_transfer.sh                  # about 45 min on 2 cores
 #   RECIPES="ba-photos" bash scripts/compare_transfer.sh
+#   EPOCHS=6 RUNS=runs/transfer-3000 RECIPES="ba-photos" bash scripts/compare_transfer.sh   # longer
 #
-# Equal time: the crop-head blur-aware runs 1,000 steps, the global-head standard (2x the cost
-# per step) 550. Resumable: a rerun continues unfinished runs and skips finished ones.
+# Equal time: per epoch the crop-head blur-aware runs 500 steps, the global-head standard (2x the
+# cost per step) 275; EPOCHS (2) epochs each. Resumable: a rerun continues unfinished runs and
+# skips finished ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/train_recipe.sh
@@ -21,9 +23,10 @@ RUNS=${RUNS:-runs/transfer}
 PHOTOS=${PHOTOS:-skimage}
 SHARE=${SHARE:-0.5}
 RECIPES=${RECIPES:-ba-photos ba-plain std-photos}
+EPOCHS=${EPOCHS:-2}
 
-BLUR_AWARE="--init-from blur-aware --method blur-aware --cls-weight 0.1 --epochs 2 --steps-per-epoch 500"
-STANDARD="--init-from standard --method standard --cls-weight 1 --epochs 2 --steps-per-epoch 275"
+BLUR_AWARE="--init-from blur-aware --method blur-aware --cls-weight 0.1 --epochs $EPOCHS --steps-per-epoch 500"
+STANDARD="--init-from standard --method standard --cls-weight 1 --epochs $EPOCHS --steps-per-epoch 275"
 declare -A ARGS=(
   [ba-photos]="$BLUR_AWARE --photos $PHOTOS --photo-share $SHARE"
   [ba-photos25]="$BLUR_AWARE --photos $PHOTOS --photo-share 0.25"
@@ -45,7 +48,7 @@ methods=blur-aware,standard
 for name in $RECIPES; do
   [ -v "ARGS[$name]" ] || { echo "unknown recipe $name" >&2; exit 2; }
   methods=$methods,$RUNS/$name
-  train_recipe "$name" 2
+  train_recipe "$name" "$EPOCHS"
 done
 $BIN bench map --data "$FOOTAGE-set" --methods "$methods" --factory exact --out "$RUNS/footage" -q
 $BIN bench map --data "$DATA" --distractors 0 --methods "$methods" --factory exact --out "$RUNS/test" -q
