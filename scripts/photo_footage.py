@@ -23,37 +23,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import click
 import numpy as np
 import torch
 
-from retrieval.fileio import atomic_path, write_json_atomic
+from retrieval.fileio import write_json_atomic
 from retrieval.sim.config import PHOTO_SPLITS, SimConfig
 from retrieval.sim.layout import instance_split
 from retrieval.sim.photos import SKIMAGE
 from retrieval.sim.trajectory import sample_trajectory
+from retrieval.video.encode import write_lossless_video
 from retrieval.video.settings import CURVES
 from retrieval.video.simulated import simulated_clips
 
 _SEARCHED_INDICES = 200  # local instance indices scanned for test instances with an sRGB curve
 
 
-def _encode(path: Path, frames: np.ndarray) -> None:
-    with atomic_path(path) as partial, av.open(str(partial), "w", format="matroska") as container:
-        stream = container.add_stream("ffv1", rate=240)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "bgr0"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 def _write_video(video: Path, name: str, category: int, clips: list, scene_frames: int) -> None:
     """One video of `clips` (trajectories) after `scene_frames` frames of the first one's scene."""
     frames = len(clips[0].frames)
     empty = np.repeat(clips[0].scene[None], scene_frames, axis=0)
-    _encode(video, np.concatenate([empty, *(clip.frames for clip in clips)]))
+    write_lossless_video(video, np.concatenate([empty, *(clip.frames for clip in clips)]))
     starts = [scene_frames + t * frames for t in range(len(clips))]
     write_json_atomic(Path(f"{video}.json"), {
         "background": [0, scene_frames],

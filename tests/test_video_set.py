@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -21,6 +20,7 @@ from indexer.sources import source_from
 from retrieval.manifest import manifest_items
 from retrieval.sim.config import SimConfig
 from retrieval.train.data import select_training_rows
+from retrieval.video.encode import write_lossless_video
 from retrieval.video.light import CURVES, averaged_windows, linear_table, to_display
 from retrieval.video.motion import foreground_masks, scene_background, window_labels
 from retrieval.video.sidecar import parse_sidecar
@@ -36,17 +36,6 @@ SCENE_FRAMES = 5  # frames of the empty scene before the object moves
 @pytest.fixture(scope="module")
 def clips() -> list[SimulatedClip]:
     return simulated_clips(CONFIG, CATEGORY, INSTANCE, 3)
-
-
-def _encode(path: Path, frames: np.ndarray) -> Path:
-    """A lossless 240 fps FFV1 video (RGB kept exactly) in a Matroska file."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=240)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "bgr0"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 def _video_set(*args: str):
@@ -96,7 +85,7 @@ def test_video_set_recovers_the_simulators_blurred_renders_and_levels(tmp_path, 
     """
     clip = clips[0]
     still = np.repeat(clip.scene[None], SCENE_FRAMES, axis=0)
-    video = _encode(tmp_path / "sim.mkv", np.concatenate([still, clip.frames]))
+    video = write_lossless_video(tmp_path / "sim.mkv", np.concatenate([still, clip.frames]))
     (tmp_path / "sim.mkv.json").write_text(json.dumps({
         "background": [0, SCENE_FRAMES],
         "instances": [{"name": "sim", "split": "train",
@@ -130,7 +119,7 @@ def test_levels_from_the_clip_median_match_the_truth(clips):
 def test_video_set_gives_protocol_roles_that_bench_index_and_train_accept(tmp_path, clips):
     """Without a sidecar a video is one test instance in three segments: queries from the
     first (one per level 1..6 reached), one database image from each of the others."""
-    video = _encode(tmp_path / "mug.mkv", np.concatenate([clip.frames for clip in clips]))
+    video = write_lossless_video(tmp_path / "mug.mkv", np.concatenate([clip.frames for clip in clips]))
     result = _video_set(str(video), "--out", str(tmp_path / "test"), "--max-frames", str(FRAMES))
     assert result.exit_code == 0, result.output
     rows = _rows(tmp_path / "test")
@@ -158,8 +147,8 @@ def test_video_set_gives_protocol_roles_that_bench_index_and_train_accept(tmp_pa
 
 
 def test_bad_and_short_videos_are_named_and_the_rest_written(tmp_path, clips):
-    good = _encode(tmp_path / "good.mkv", np.concatenate([clip.frames for clip in clips]))
-    short = _encode(tmp_path / "short.mkv", clips[0].frames[:20])
+    good = write_lossless_video(tmp_path / "good.mkv", np.concatenate([clip.frames for clip in clips]))
+    short = write_lossless_video(tmp_path / "short.mkv", clips[0].frames[:20])
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all")
     missing = tmp_path / "missing.mov"
@@ -200,7 +189,7 @@ def test_sidecar_errors_say_what_is_wrong(sidecar, message):
 
 
 def test_a_sidecar_error_names_the_sidecar_and_skips_its_video(tmp_path, clips):
-    video = _encode(tmp_path / "a.mkv", clips[0].frames)
+    video = write_lossless_video(tmp_path / "a.mkv", clips[0].frames)
     (tmp_path / "a.mkv.json").write_text(json.dumps({"instances": [
         {"name": "a", "segments": [[0, 30]]}]}))
     result = _video_set(str(video), "--out", str(tmp_path / "o"), "--max-frames", "4")
@@ -211,7 +200,7 @@ def test_a_sidecar_error_names_the_sidecar_and_skips_its_video(tmp_path, clips):
 def test_an_instance_named_differently_in_a_later_video_skips_that_video(tmp_path, clips):
     videos = []
     for name, split in (("a", "test"), ("b", "train")):
-        videos.append(str(_encode(tmp_path / f"{name}.mkv", clips[0].frames)))
+        videos.append(str(write_lossless_video(tmp_path / f"{name}.mkv", clips[0].frames)))
         (tmp_path / f"{name}.mkv.json").write_text(json.dumps({"instances": [
             {"name": "mug", "split": split, "segments": [[0, 12], [12, 25]]}]}))
     result = _video_set(*videos, "--out", str(tmp_path / "o"), "--max-frames", "4")
