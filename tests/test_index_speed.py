@@ -8,6 +8,7 @@ tie-tolerantly: a returned id counts when it scores at least the exact k-th scor
 from __future__ import annotations
 
 import json
+import mmap
 
 import faiss
 import numpy as np
@@ -176,10 +177,11 @@ def test_serialized_bytes_matches_faiss_serialization() -> None:
 
 @pytest.mark.skipif(resident_bytes() is None, reason="no /proc on this system")
 def test_resident_bytes_follow_an_allocation() -> None:
-    before = resident_bytes()
-    block = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, every page touched
-    assert resident_bytes() - before >= 48 * 2**20
-    del block
+    # A fresh anonymous mapping: a heap block could reuse pages an earlier test left resident.
+    with mmap.mmap(-1, 64 * 2**20) as block:
+        before = resident_bytes()
+        np.frombuffer(block, dtype=np.uint8)[:: mmap.PAGESIZE] = 1  # touch every page
+        assert resident_bytes() - before >= 48 * 2**20
 
 
 def test_latency_summary_on_hand_computed_times() -> None:
