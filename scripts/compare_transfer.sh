@@ -32,6 +32,7 @@ declare -A ARGS=(
   [ba-photos25]="$BLUR_AWARE --photos $PHOTOS --photo-share 0.25"
   [ba-plain]="$BLUR_AWARE"
   [std-photos]="$STANDARD --photos $PHOTOS --photo-share $SHARE"
+  [std-photos25]="$STANDARD --photos $PHOTOS --photo-share 0.25"
   [std-plain]="$STANDARD"
 )
 COMMON=(--batch 32,4 --lr 5e-4 --schedule cosine --cls-margin 0 --cls-scale 16 --hard-negatives
