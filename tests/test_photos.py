@@ -29,6 +29,7 @@ from retrieval.sim.photos import (
 from retrieval.sim.render import RenderRequest, render_trajectories
 from retrieval.synth import synthesize
 from retrieval.train.errors import TrainDataError
+from retrieval.train.layers import bank_settings
 from retrieval.train.stream import background_bank, open_composite_stream
 from retrieval.video.simulated import simulated_clips
 
@@ -174,6 +175,21 @@ def test_the_stream_trains_on_photos_in_a_bank_of_its_own(stream_data, picture_d
     with pytest.raises(TrainDataError, match="nowhere"):
         open_composite_stream(manifest, (48, 64), False, 0, progress=False,
                               photos=str(stream_data / "nowhere"))
+
+
+def test_a_changed_train_picture_changes_the_layer_banks_settings(tmp_path):
+    folder = _write_pictures(tmp_path / "pictures", 6)
+    preset = Preset(categories=2, instances=10, trajectories=3, **SIZE)
+    config = SimConfig(**SIZE, photos=str(folder), photo_split="train", photo_share=0.5)
+    before = bank_settings(preset, config)
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(folder / "p02.png")  # held out: not this bank's
+    assert bank_settings(preset, config) == before
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(folder / "p00.png")  # a train picture
+    after = bank_settings(preset, config)
+    assert after["photo_sha256"] != before["photo_sha256"]
+    assert {k: v for k, v in after.items() if k != "photo_sha256"} == {
+        k: v for k, v in before.items() if k != "photo_sha256"}
+    assert "photo_sha256" not in bank_settings(preset, SimConfig(**SIZE))
 
 
 def test_train_refuses_a_photo_source_it_cannot_use(stream_data, tmp_path):

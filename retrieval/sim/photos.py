@@ -8,9 +8,10 @@ the trajectories' backgrounds are crops of photographs.
 
 Photos come from scikit-image's sample photographs ("skimage", the optional extra `photos`)
 or any folder of pictures. Each source is split once into train and held-out photos, so a
-model can be trained on some and measured on objects and scenes made of the others. A folder's
-pictures must not change while data sets made from it are in use: virtual rows are rendered
-from them again.
+model can be trained on some and measured on objects and scenes made of the others. A layer
+bank records its pictures' hash and is rebuilt when one changes; a data set's virtual rows
+(val distractors) are rendered from the pictures again, so a folder's pictures must not change
+while data sets made from it are in use.
 
 The texture is mapped triplanarly: a surface point takes the photo coordinates of its two
 object-frame coordinates across the axis its normal points along most, so every face of every
@@ -19,6 +20,7 @@ shape gets an undistorted piece of the photo without a parametrisation per shape
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -101,6 +103,19 @@ def photo_files(source: str, split: str) -> list[Path]:
         raise PhotoError(f"{folder}: no {split} photos among its {len(every)} pictures (every "
                          f"{HELDOUT_EVERY}rd picture by name is held out, the others train)")
     return files
+
+
+def photo_fingerprint(source: str, split: str) -> str:
+    """sha256 over the names and bytes of a split's pictures. What is rendered from them once
+    and kept (the layer bank) records it, so a picture changed under it makes it be rebuilt."""
+    digest = hashlib.sha256()
+    for path in photo_files(source, split):
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise PhotoError(f"{path}: cannot be read ({exc})") from exc
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
 
 
 def _open_photo(path: Path) -> tuple[np.ndarray, bool]:

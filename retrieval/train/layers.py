@@ -29,6 +29,7 @@ from retrieval.fileio import atomic_path, write_json_atomic
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset, plan_trajectories
 from retrieval.sim.objects import global_instance_id
+from retrieval.sim.photos import photo_fingerprint
 from retrieval.sim.render import RenderRequest, render_object_layers
 from retrieval.sim.severity import blur_value, streak_box
 
@@ -69,9 +70,13 @@ class LayerBank:
 
 
 def bank_settings(preset: Preset, config: SimConfig) -> dict:
-    """What the bank's pixels depend on; a bank with other settings is rebuilt."""
-    return {"format": BANK_FORMAT, "preset": asdict(preset), "sim": config.to_dict(),
-            "split": "train"}
+    """What the bank's pixels depend on; a bank with other settings is rebuilt. With photos,
+    that includes the pictures' content, not only the source's name."""
+    settings = {"format": BANK_FORMAT, "preset": asdict(preset), "sim": config.to_dict(),
+                "split": "train"}
+    if config.photos:
+        settings["photo_sha256"] = photo_fingerprint(config.photos, config.photo_split)
+    return settings
 
 
 def load_or_build_layer_bank(folder: str | Path, preset: Preset, config: SimConfig,
