@@ -1,28 +1,39 @@
 #!/usr/bin/env bash
 # Recipe of the shipped checkpoints (retrieval/checkpoints/<name>): blur-aware, standard,
 # sharp-only, and the ablation blur-aware-no-be (blur-aware without the blur head and L_be).
-# Its defaults, the hour budget (below), made the checkpoints shipped now. blur-aware was kept, as
-# the script does now, by validation mAP@100 among VAL_DISTRACTORS (10,000) virtual distractors,
-# the regime the 100,000-distractor benchmark measures; the other three were kept by validation
-# without distractors (VAL_DISTRACTORS=0; each validation among them costs about a minute more
-# here, nine per crop-head model). The ones shipped before them had 1,500
-# steps each in float32 (PRECISION=fp32 EPOCHS=3 STEPS=500, see CHANGELOG.md).
+# Two stages, each resumable, into RUNS/<name> and RUNS/<name>-photos:
+#
+# base    from scratch on the simulator's procedural paint, about 50 minutes of the 2-core CPU
+#         alone in bfloat16 per model. The three crop-head models run 0.67 s per step there, so
+#         9 x 500 steps; `standard`, whose global head runs the backbone on the whole 96x128
+#         image, 1.34 s per step, so 4 x 550. Kept by validation mAP@100 among VAL_DISTRACTORS
+#         (10,000) virtual distractors, the regime the 100,000-distractor benchmark measures
+#         (the base checkpoints of the other three were kept by validation without distractors,
+#         VAL_DISTRACTORS=0; each validation among them costs about a minute more here).
+# photos  fine-tuned from the base checkpoint (train --init-from) at a quarter of the learning
+#         rate, with a quarter of the training objects and backgrounds dressed in photographs
+#         (PHOTOS, scikit-image's ten train photos; its five held-out ones dress the footage
+#         benchmark, scripts/photo_footage.py), so the models learn shapes and not only the
+#         simulator's paint (docs/results.md "Transfer to photographs"). 6 x 500 steps, 6 x 275
+#         for standard, about 48 minutes each. Kept by the same validation.
+#
+# The last stage in STAGES is copied into DEST. A shipped checkpoint's config.json names the
+# weights it started from (init_from, init_fingerprint); its base stage's log is shipped beside
+# it as base_train_log.jsonl.
 #
 # Data: the `small` preset. Models train on its 1,120 train instances as a composite stream
 # (object layers over backgrounds drawn independently of the instance, rendered once into
-# DATA/train_layers) and are kept by validation mAP@100 on its val instances; the test
-# instances `bench map` evaluates on are never seen. All four get the same data, batch,
-# optimiser, schedule, precision and hard negatives (the closest other-instance images of the
-# batch as the contrastive negatives), and the same budget: the steps that fit, by their per-step
-# rates, in about 50 minutes of the 2-core CPU alone in bfloat16 (the shipped runs took 53-57 min
-# beside light other work, validations included). The three crop-head models run 0.67 s per step there, so 9 x 500
-# steps; `standard`, whose global head runs the backbone on the whole 96x128 image, 1.34 s per
-# step, so 4 x 550. EPOCHS and STEPS, when set, give every model the same steps instead.
+# DATA/train_layers, and DATA/train_layers-photos-<hash> for the photos stage) and are kept by
+# validation mAP@100 on its val instances; the test instances `bench map` evaluates on are never
+# seen. All four get the same data, batch, optimiser, schedule, precision and hard negatives (the
+# closest other-instance images of the batch as the contrastive negatives), and the same budget.
+# EPOCHS and STEPS, when set, give every model the same base steps instead.
 #
 #   bash scripts/train_shipped.sh                     # CPU, one after the other, resumable
+#   STAGES=photos BASE=runs/base MODELS=standard bash scripts/train_shipped.sh   # fine-tune only,
+#                                                     # from the base checkpoints in runs/base
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
-#   (side by side, build the layer bank first: run one model alone, or let each build its own)
-#   EPOCHS=3 STEPS=500 MODELS=blur-aware bash scripts/train_shipped.sh   # another budget
+#   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
 # An interrupted run continues where its last saved state left it when the script is rerun.
@@ -41,23 +52,35 @@ PARALLEL=${PARALLEL:-0}
 VAL_DISTRACTORS=${VAL_DISTRACTORS:-10000}
 MODELS=${MODELS:-blur-aware standard sharp-only blur-aware-no-be}
 DEST=${DEST:-retrieval/checkpoints}
+STAGES=${STAGES:-base photos}
+BASE=${BASE:-$RUNS}  # where the photos stage finds RUNS/<name> of the base stage
+PHOTOS=${PHOTOS:-skimage}
+PHOTO_SHARE=${PHOTO_SHARE:-0.25}
 
-# Classification weight: blur-aware was retrained with the published 0.1, which beat 1 side by
-# side (scripts/compare_recipes.sh, docs/results.md "Training against look-alikes"); the other
-# three are still the checkpoints trained with 1 and get 0.1 when they are retrained.
+# Classification weight: blur-aware was trained with the published 0.1, which beat 1 side by
+# side (scripts/compare_recipes.sh, docs/results.md "Training against look-alikes"); the base
+# stages of the other three were trained with 1. In the photos stage sharp-only and
+# blur-aware-no-be take 0.1 too, so the ablation differs from blur-aware only by L_be; standard
+# keeps the 1 it was compared with (scripts/compare_transfer.sh).
 declare -A ARGS=(
-  [blur-aware]="--method blur-aware --cls-weight 0.1"
-  [standard]="--method standard --cls-weight 1"
-  [sharp-only]="--method sharp-only --cls-weight 1"
-  [blur-aware-no-be]="--method blur-aware --losses con,cls,loc --cls-weight 1"
+  [blur-aware]="--method blur-aware"
+  [standard]="--method standard"
+  [sharp-only]="--method sharp-only"
+  [blur-aware-no-be]="--method blur-aware --losses con,cls,loc"
 )
-declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch)
-  [blur-aware]="9 500"
-  [standard]="4 550"
-  [sharp-only]="9 500"
-  [blur-aware-no-be]="9 500"
+declare -A CLS_WEIGHT=(  # base photos
+  [blur-aware]="0.1 0.1"
+  [standard]="1 1"
+  [sharp-only]="1 0.1"
+  [blur-aware-no-be]="1 0.1"
 )
-COMMON=(--batch 32,4 --lr 2e-3 --schedule cosine
+declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base photos
+  [blur-aware]="9 500 6 500"
+  [standard]="4 550 6 275"
+  [sharp-only]="9 500 6 500"
+  [blur-aware-no-be]="9 500 6 500"
+)
+COMMON=(--batch 32,4 --schedule cosine
         --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
         --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION" --workers "$WORKERS"
         --val-distractors "$VAL_DISTRACTORS" -q)
@@ -65,25 +88,45 @@ COMMON=(--batch 32,4 --lr 2e-3 --schedule cosine
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 
-train_one() {
-  local name=$1 resume=() started=$SECONDS epochs steps
-  read -r epochs steps <<< "${BUDGET[$name]}"
-  [ -f "$RUNS/$name/train_state.pt" ] && resume=(--resume)
+train_one() {  # train_one NAME STAGE
+  local name=$1 stage=$2 resume=() started=$SECONDS epochs steps cls stage_args out
+  local base_epochs base_steps fine_epochs fine_steps base_cls fine_cls
+  read -r base_epochs base_steps fine_epochs fine_steps <<< "${BUDGET[$name]}"
+  read -r base_cls fine_cls <<< "${CLS_WEIGHT[$name]}"
+  if [ "$stage" = base ]; then
+    out=$RUNS/$name epochs=${EPOCHS:-$base_epochs} steps=${STEPS:-$base_steps} cls=$base_cls
+    stage_args=(--lr 2e-3)
+  else
+    out=$RUNS/$name-photos epochs=$fine_epochs steps=$fine_steps cls=$fine_cls
+    stage_args=(--lr 5e-4 --init-from "$BASE/$name" --photos "$PHOTOS" --photo-share "$PHOTO_SHARE")
+  fi
+  [ -f "$out/train_state.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
-  $BIN train "$DATA" --out "$RUNS/$name" ${ARGS[$name]} --epochs "${EPOCHS:-$epochs}" \
-    --steps-per-epoch "${STEPS:-$steps}" "${COMMON[@]}" "${resume[@]}" >> "$RUNS/$name.out" 2>&1
+  $BIN train "$DATA" --out "$out" ${ARGS[$name]} --cls-weight "$cls" --epochs "$epochs" \
+    --steps-per-epoch "$steps" "${stage_args[@]}" "${COMMON[@]}" "${resume[@]}" \
+    >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long this one took.
-  echo "$(date -u +%FT%TZ) $name ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
+  echo "$(date -u +%FT%TZ) $name $stage ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
 }
 
-for name in $MODELS; do   # the first run builds DATA/train_layers; the others reuse it
-  if [ "$PARALLEL" = 1 ]; then train_one "$name" & else train_one "$name"; fi
+train_stages() {  # train_stages NAME: its stages in order
+  local stage
+  for stage in $STAGES; do train_one "$1" "$stage"; done
+}
+
+for name in $MODELS; do   # the first run builds the layer banks; the others reuse them
+  if [ "$PARALLEL" = 1 ]; then train_stages "$name" & else train_stages "$name"; fi
 done
 wait
 
+last_stage=${STAGES##* }
 for name in $MODELS; do
+  run=$RUNS/$name
+  [ "$last_stage" = photos ] && run=$RUNS/$name-photos
   dest=$DEST/$name
   mkdir -p "$dest"
-  cp "$RUNS/$name/model.safetensors" "$RUNS/$name/config.json" "$RUNS/$name/train_log.jsonl" "$dest/"
-  $PYTHON scripts/plot_training.py "$RUNS/$name" --out "$dest/training.png"
+  cp "$run/model.safetensors" "$run/config.json" "$run/train_log.jsonl" "$dest/"
+  rm -f "$dest/base_train_log.jsonl"
+  if [ "$last_stage" = photos ]; then cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl"; fi
+  $PYTHON scripts/plot_training.py "$run" --out "$dest/training.png"
 done
