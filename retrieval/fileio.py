@@ -6,6 +6,7 @@ Also the one check every command runs on its output locations before any long wo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -115,3 +116,13 @@ def write_parquet_atomic(path: str | os.PathLike, table: Any) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hash of a file, read in chunks: names the exact bytes something was made from (a model's
+    training manifest, a layer bank's photographs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

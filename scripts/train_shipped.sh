@@ -85,6 +85,9 @@ COMMON=(--batch 32,4 --schedule cosine
         --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION" --workers "$WORKERS"
         --val-distractors "$VAL_DISTRACTORS" -q)
 
+for stage in $STAGES; do
+  case $stage in base|photos) ;; *) echo "STAGES: unknown stage '$stage' (base, photos)" >&2; exit 2 ;; esac
+done
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 

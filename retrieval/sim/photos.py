@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from retrieval.fileio import file_sha256
 from retrieval.sim.backgrounds import render_background
 from retrieval.sim.config import SimConfig
 from retrieval.sim.objects import object_spec
@@ -111,10 +112,10 @@ def photo_fingerprint(source: str, split: str) -> str:
     digest = hashlib.sha256()
     for path in photo_files(source, split):
         try:
-            content = path.read_bytes()
+            content = file_sha256(path)
         except OSError as exc:
             raise PhotoError(f"{path}: cannot be read ({exc})") from exc
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(content).digest())
+        digest.update(f"{path.name}\0{content}\0".encode())
     return digest.hexdigest()
 
 

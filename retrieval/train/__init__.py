@@ -8,7 +8,8 @@ Typical use::
 Command line: `blur-retrieval train DATA_DIR --out CKPT_DIR` (see `benchmark.commands.train`).
 """
 
-from retrieval.train.data import PKSampler, TrainingSet, file_sha256, select_training_rows
+from retrieval.fileio import file_sha256
+from retrieval.train.data import PKSampler, TrainingSet, select_training_rows
 from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, TrainError
 from retrieval.train.settings import SCHEDULES, TrainOutcome, TrainSettings
 from retrieval.train.state import LOG_FILENAME, STATE_FILENAME, TrainLog, load_train_state

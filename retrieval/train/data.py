@@ -9,7 +9,6 @@ would have drawn next.
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,15 +144,6 @@ def _require_labels(manifest: Path, column: str, loss: str, needed: bool, missin
 def default_steps_per_epoch(num_rows: int, batch_images: int) -> int:
     """One pass over the training images, in batches of P x K (at least one step)."""
     return max(1, num_rows // batch_images)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hash of a file, read in chunks: names the exact data a model was trained on."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PKSampler:

@@ -32,6 +32,7 @@ from retrieval.embed import (
     pixel_loader,
     to_model_input,
 )
+from retrieval.fileio import file_sha256
 from retrieval.manifest import ManifestError, manifest_items
 from retrieval.model import (
     BackboneWeightsError,
@@ -50,7 +51,6 @@ from retrieval.train.data import (
     PKSampler,
     TrainingSet,
     default_steps_per_epoch,
-    file_sha256,
     select_training_rows,
 )
 from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, TrainError
