@@ -9,14 +9,12 @@ would only describe the file as it is today. Virtual rows (no file) are never du
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
 from indexer.sources import Source, file_paths
-from indexer.store import sha256_of
+from retrieval.fileio import file_sha256
 
 CONTENT_COLUMN = "content_sha256"
 
@@ -64,6 +62,6 @@ def _hashes(table: pa.Table) -> list[str | None]:
 
 def _sha256_or_none(path: str) -> str | None:
     try:
-        return sha256_of(Path(path))
+        return file_sha256(path)
     except OSError:
         return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import logging
 import re
@@ -126,14 +125,6 @@ def check_writable_folder(folder: str | Path) -> None:
         raise OutputPathError(str(error)) from error
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def commit_generation(
     directory: str | Path,
     index: faiss.Index,
@@ -219,18 +210,18 @@ def _remove_temporaries(directory: Path) -> None:
 def _write_index(path: Path, index: faiss.Index) -> FileRecord:
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
-        record = FileRecord(name=path.name, sha256=sha256_of(tmp), size=tmp.stat().st_size)
+        record = FileRecord(name=path.name, sha256=fileio.file_sha256(tmp), size=tmp.stat().st_size)
     return record
 
 
 def _write_metadata(path: Path, table: pa.Table) -> FileRecord:
     write_parquet_atomic(path, table)
-    return FileRecord(name=path.name, sha256=sha256_of(path), size=path.stat().st_size)
+    return FileRecord(name=path.name, sha256=fileio.file_sha256(path), size=path.stat().st_size)
 
 
 def _verified(directory: Path, record: FileRecord) -> Path:
     path = directory / record.name
-    if sha256_of(path) != record.sha256:
+    if fileio.file_sha256(path) != record.sha256:
         raise IndexChecksumError(
             f"{path}: sha256 does not match the manifest; the file is corrupted"
         )

@@ -17,6 +17,7 @@ from indexer import store
 from indexer.api import build_index, open_index, source_from_folder
 from indexer.dedup import CONTENT_COLUMN
 from indexer.errors import IndexFormatError
+from retrieval.fileio import file_sha256
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +67,7 @@ def test_an_index_without_content_hashes_falls_back_to_the_path(built: Path, tmp
     table = built / store.read_manifest(built).files["metadata"].name
     pq.write_table(open_index(built).metadata.drop_columns([CONTENT_COLUMN]), table)
     raw = json.loads((built / store.MANIFEST_NAME).read_text())
-    raw["files"]["metadata"].update(sha256=store.sha256_of(table), size=table.stat().st_size)
+    raw["files"]["metadata"].update(sha256=file_sha256(table), size=table.stat().st_size)
     (built / store.MANIFEST_NAME).write_text(json.dumps(raw))
     Image.new("RGB", (8, 8), (1, 2, 3)).save(sorted((tmp_path / "db").rglob("*.png"))[0])
     code, output = _add(built, tmp_path / "db")

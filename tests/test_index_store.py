@@ -20,6 +20,7 @@ from indexer.errors import (
     IndexFormatError,
     ReadOnlyIndexError,
 )
+from retrieval.fileio import file_sha256
 
 DIM = 16
 
@@ -155,10 +156,10 @@ def test_open_reader_survives_a_save_by_a_writer(index_dir: Path) -> None:
     assert open_index(index_dir).count == 23
 
 
-def test_sha256_matches_hashlib(tmp_path: Path) -> None:
+def test_file_sha256_matches_the_known_digest(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"abc")
-    assert store.sha256_of(path) == (
+    assert file_sha256(path) == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
 
@@ -182,15 +183,15 @@ def test_open_retries_when_a_save_swaps_generations_underneath(
 
 _KILLED_MID_SAVE = """
 import os, signal, sys
-from indexer import store
 from indexer.api import open_index
+from retrieval import fileio
 
 def die(path):  # the index file is written, its temporary not yet renamed
     os.kill(os.getpid(), signal.SIGKILL)
 
 index = open_index(sys.argv[1], mmap=False)
 index.remove(ids=[1])
-store.sha256_of = die
+fileio.file_sha256 = die
 index.save()
 """
 
