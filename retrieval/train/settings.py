@@ -1,7 +1,9 @@
-"""What a training run depends on (`TrainSettings`) and how it ended (`TrainOutcome`)."""
+"""What a training run depends on (`TrainSettings`), its learning-rate schedule, and how it ended
+(`TrainOutcome`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +80,16 @@ class TrainOutcome:
     checkpoint: Path | None  # the inference checkpoint folder, once one was written
     skipped_images: int
     signal: str | None = None
+
+
+class LearningRateFactor:
+    """Multiplier of the base learning rate at a step (a class, so the schedule is stateless)."""
+
+    def __init__(self, schedule: str, total_steps: int) -> None:
+        self.schedule = schedule
+        self.total_steps = max(1, total_steps)
+
+    def __call__(self, step: int) -> float:
+        if self.schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 from retrieval.fileio import atomic_path, write_text_atomic
 from retrieval.train.errors import ResumeError
+from retrieval.train.settings import TrainSettings
 
 STATE_FILENAME = "train_state.pt"
 LOG_FILENAME = "train_log.jsonl"
@@ -40,6 +42,26 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "step" not in state:
         raise ResumeError(f"{path}: not a training state written by this trainer")
     return state
+
+
+def check_same_identity(path: Path, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Refuse to resume a run whose weight-deciding settings changed (ResumeError naming each).
+
+    A setting added since the state was saved counts as its default; the epoch count may change
+    under a constant schedule, where it does not shape the learning rate.
+    """
+    defaults = {field.name: field.default for field in fields(TrainSettings)}
+    saved = {**{key: defaults[key] for key in current if key not in saved and key in defaults},
+             **saved}
+    differing = sorted(
+        key for key in set(saved) | set(current)
+        if saved.get(key) != current.get(key)
+        and not (key == "epochs" and current["schedule"] == "constant")
+    )
+    if differing:
+        details = "; ".join(f"{key}: saved {saved.get(key)!r}, now {current.get(key)!r}"
+                            for key in differing)
+        raise ResumeError(f"{path}: cannot resume with different settings ({details})")
 
 
 def _finite_or_none(value: Any) -> Any:

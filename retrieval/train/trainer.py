@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,6 @@ from retrieval.embed import (
     pixel_loader,
     to_model_input,
 )
-from retrieval.fileio import file_sha256
-from retrieval.manifest import ManifestError, manifest_items
 from retrieval.model import (
     BackboneWeightsError,
     BlurAwareNet,
@@ -45,51 +43,37 @@ from retrieval.model import (
     spec_for_losses,
     total_loss,
 )
-from retrieval.sim.objects import INSTANCE_STRIDE
-from retrieval.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import (
-    PKSampler,
-    TrainingSet,
     default_steps_per_epoch,
-    select_training_rows,
 )
-from retrieval.train.errors import DivergedError, ResumeError, TrainDataError, TrainError
+from retrieval.train.errors import DivergedError, TrainError
 from retrieval.train.init_weights import start_from_checkpoint
 from retrieval.train.interrupts import StopRequests
-from retrieval.train.lookalike import LookalikeSampler
 from retrieval.train.memory import CrossBatchMemory
-from retrieval.train.settings import FREE_ON_RESUME, SCHEDULES, TrainOutcome, TrainSettings
+from retrieval.train.run_data import batch_sampler, load_run_data
+from retrieval.train.settings import (
+    FREE_ON_RESUME,
+    SCHEDULES,
+    LearningRateFactor,
+    TrainOutcome,
+    TrainSettings,
+)
 from retrieval.train.state import (
     LOG_FILENAME,
     STATE_FILENAME,
     TrainLog,
+    check_same_identity,
     load_train_state,
     save_train_state,
 )
 from retrieval.train.stream import (
-    CompositeStream,
     StreamBatches,
-    open_composite_stream,
     training_crop_boxes,
 )
-from retrieval.train.val_distractors import with_validation_distractors
-from retrieval.train.validation import TOP_K, ValidationSet, build_validation_set, evaluate
+from retrieval.train.validation import TOP_K, evaluate
 
 LOG = logging.getLogger(__name__)
 METRIC = f"map@{TOP_K}"
-
-
-class _LearningRateFactor:
-    """Multiplier of the base learning rate at a step (a class, so the schedule is stateless)."""
-
-    def __init__(self, schedule: str, total_steps: int) -> None:
-        self.schedule = schedule
-        self.total_steps = max(1, total_steps)
-
-    def __call__(self, step: int) -> float:
-        if self.schedule == "constant":
-            return 1.0
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
 
 
 class Trainer:
@@ -114,11 +98,14 @@ class Trainer:
                                                           be=settings.be_weight),
                                       margin=settings.con_margin,
                                       hard_negatives=settings.hard_negatives)
-        self.data, self.validation, self.data_fingerprint = self._load_data()
+        run_data = load_run_data(settings, self.spec)
+        self.data, self.stream = run_data.training, run_data.stream
+        self.validation = run_data.validation
+        self.data_fingerprint = run_data.fingerprint
         batch_images = settings.instances_per_batch * settings.images_per_instance
         self.steps_per_epoch = settings.steps_per_epoch or default_steps_per_epoch(
             len(self.data.items), batch_images)
-        self.sampler = self._sampler()
+        self.sampler = batch_sampler(settings, self.data)
         self.workers = default_workers() if settings.workers is None else settings.workers
         self.log = TrainLog(self.out_dir / LOG_FILENAME)
         self.state_path = self.out_dir / STATE_FILENAME
@@ -128,62 +115,12 @@ class Trainer:
         self._interval = {"images": 0, "start": time.perf_counter(), "sums": {}, "steps": 0}
 
     # ----- setup ---------------------------------------------------------------------------
-    def _sampler(self) -> PKSampler:
-        settings = self.settings
-        if settings.instances_per_category == 1:
-            return PKSampler(self.data.classes, self.data.trajectories,
-                             settings.instances_per_batch, settings.images_per_instance,
-                             settings.seed)
-        categories = self.data.instance_ids // INSTANCE_STRIDE
-        try:
-            return LookalikeSampler(self.data.classes, self.data.trajectories, categories,
-                                    settings.instances_per_batch, settings.images_per_instance,
-                                    settings.instances_per_category, settings.seed)
-        except ValueError as exc:
-            raise TrainDataError(f"{self.data.manifest}: {exc}") from exc
-
     def _method_spec(self):
         try:
             spec = method_spec(self.settings.method)
             return spec_for_losses(self.settings.losses) if self.settings.losses else spec
         except ValueError as exc:
             raise TrainError(str(exc)) from exc
-
-    def _load_data(self) -> tuple[TrainingSet, ValidationSet | None, str]:
-        settings = self.settings
-        try:
-            items, table = manifest_items(settings.data_dir)
-        except ManifestError as exc:
-            raise TrainDataError(str(exc)) from exc
-        manifest = Path(settings.data_dir)
-        manifest = manifest / "manifest.parquet" if manifest.is_dir() else manifest
-        sharp_only = settings.method == "sharp-only"
-        self.stream: CompositeStream | None = None
-        synthesized = (manifest.parent / SYNTH_SETTINGS).is_file()
-        wider = settings.train_instances is not None or settings.train_trajectories is not None
-        if not synthesized and (wider or settings.val_distractors or settings.photos):
-            raise TrainDataError(f"{manifest}: more training instances, photos and validation "
-                                 "distractors need a data set written by `synth` (its simulator "
-                                 "settings render them)")
-        if synthesized:
-            data, self.stream, fingerprint = open_composite_stream(
-                manifest, settings.image_size, sharp_only, settings.seed,
-                progress=settings.progress, instances=settings.train_instances,
-                trajectories=settings.train_trajectories, photos=settings.photos,
-                photo_share=settings.photo_share)
-        else:
-            data = select_training_rows(
-                items, table, manifest, sharp_only=sharp_only,
-                needs_blur="be" in self.spec.losses, needs_box="loc" in self.spec.losses)
-            fingerprint = file_sha256(manifest)
-        if settings.instances_per_batch > data.num_classes:
-            raise TrainDataError(
-                f"{manifest}: P={settings.instances_per_batch} instances per batch, but only "
-                f"{data.num_classes} training instances have images from two trajectories")
-        validation = with_validation_distractors(
-            build_validation_set(items, table, manifest, settings.max_val_queries), manifest,
-            settings.val_distractors, settings.image_size, settings.progress)
-        return data, validation, fingerprint
 
     def _build_model(self) -> None:
         settings = self.settings
@@ -210,7 +147,7 @@ class Trainer:
         if self.head is not None:
             parameters += list(self.head.parameters())
         self.optimizer = torch.optim.Adam(parameters, lr=settings.lr)
-        factor = _LearningRateFactor(settings.schedule, settings.epochs * self.steps_per_epoch)
+        factor = LearningRateFactor(settings.schedule, settings.epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.mining_rng = torch.Generator(device=self.device).manual_seed(settings.seed)
         self.memory = None
@@ -269,20 +206,7 @@ class Trainer:
 
     def _restore(self) -> None:
         state = load_train_state(self.state_path)
-        saved, current = state.get("identity", {}), self._identity()
-        defaults = {field.name: field.default for field in fields(TrainSettings)}
-        saved = {**{key: defaults[key] for key in current if key not in saved and key in defaults},
-                 **saved}  # settings added since the state was saved had their defaults
-        differing = sorted(
-            key for key in set(saved) | set(current)
-            if saved.get(key) != current.get(key)
-            and not (key == "epochs" and current["schedule"] == "constant")
-        )
-        if differing:
-            details = "; ".join(f"{key}: saved {saved.get(key)!r}, now {current.get(key)!r}"
-                                for key in differing)
-            raise ResumeError(f"{self.state_path}: cannot resume with different settings "
-                              f"({details})")
+        check_same_identity(self.state_path, state.get("identity", {}), self._identity())
         self.model.load_state_dict(state["model"])
         if self.head is not None:
             self.head.load_state_dict(state["head"])
