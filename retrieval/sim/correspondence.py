@@ -18,7 +18,7 @@ import torch
 
 from retrieval.sim.config import SimConfig
 from retrieval.sim.objects import ObjectSpec, object_spec
-from retrieval.sim.render import ObjectBatch, cast_rays
+from retrieval.sim.raycast import ObjectBatch, cast_rays
 from retrieval.sim.trajectory import Trajectory, sample_trajectory
 
 # Distance-matrix entries per chunk of `correspondences` (4 MB of float32).

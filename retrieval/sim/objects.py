@@ -53,7 +53,7 @@ class ObjectSpec:
     plane_offsets: np.ndarray  # (P, K)
     part_centers: np.ndarray  # (P, 3) part origin in the object frame
     colors: np.ndarray  # (3, 3) linear-light RGB of base, pattern and dot colours
-    pattern: np.ndarray  # (PATTERN_SIZE,) solid-texture parameters, see `render._solid_texture`
+    pattern: np.ndarray  # (PATTERN_SIZE,) solid-texture parameters, see `raycast._solid_texture`
     specular: float
 
 
