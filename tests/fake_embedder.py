@@ -117,3 +117,13 @@ class CannotLoad(FakeRemote):
 
     def load(self) -> FakeEmbedder:
         raise FileNotFoundError("no checkpoint at /models/net on this host")
+
+
+class NodeOfWorker(FakeRemote):
+    """Its worker answers every job with the Ray node it runs on: where the engine placed it."""
+
+    def __call__(self):
+        import ray  # only ever called inside a Ray worker
+
+        node = ray.get_runtime_context().get_node_id()
+        return lambda job: node
