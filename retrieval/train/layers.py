@@ -52,6 +52,7 @@ class LayerBank:
     blur_value: np.ndarray  # float32 [rows]: v = 1 - blur severity
     box: np.ndarray  # float32 [rows, 4]: normalised (cx, cy, w, h) of the streak
     image_size: tuple[int, int]
+    settings: dict | None = None  # what its pixels depend on (`bank_settings`), when known
 
     def __len__(self) -> int:
         return len(self.instance)
@@ -93,7 +94,7 @@ def load_or_build_layer_bank(folder: str | Path, preset: Preset, config: SimConf
             current = None
     if current != json.loads(json.dumps(settings)) or not (folder / ARRAYS_NAME).is_file():
         build_layer_bank(folder, preset, config, device, progress)
-    return _read_bank(folder / ARRAYS_NAME, (config.height, config.width))
+    return _read_bank(folder / ARRAYS_NAME, (config.height, config.width), settings)
 
 
 def default_processes() -> int:
@@ -195,7 +196,7 @@ def _encoded_window(layer: torch.Tensor) -> tuple[np.ndarray, dict]:
     return encoded.numpy(), labels
 
 
-def _read_bank(path: Path, image_size: tuple[int, int]) -> LayerBank:
+def _read_bank(path: Path, image_size: tuple[int, int], settings: dict) -> LayerBank:
     with np.load(path) as arrays:
         fields = {key: arrays[key] for key in arrays.files}
-    return LayerBank(image_size=image_size, **fields)
+    return LayerBank(image_size=image_size, settings=settings, **fields)

@@ -33,7 +33,7 @@ from retrieval.sim.render import compose_layers
 from retrieval.synth import SETTINGS_NAME as SYNTH_SETTINGS
 from retrieval.train.data import TrainingSet, bank_training_set
 from retrieval.train.errors import TrainDataError
-from retrieval.train.layers import LayerBank, bank_settings, load_or_build_layer_bank
+from retrieval.train.layers import LayerBank, load_or_build_layer_bank
 
 BANK_FOLDER = "train_layers"  # inside the data set folder
 
@@ -96,7 +96,7 @@ def open_composite_stream(manifest: Path, image_size: tuple[int, int], sharp_onl
                              bank.box, folder / BANK_FOLDER, sharp_only)
     stream = CompositeStream(bank, background_bank(config), image_size,
                              np.asarray(data.items, dtype=np.int64), seed)
-    described = json.dumps({"bank": bank_settings(preset, config), "stream": STREAM_VERSION},
+    described = json.dumps({"bank": bank.settings, "stream": STREAM_VERSION},
                            sort_keys=True)
     return data, stream, hashlib.sha256(described.encode()).hexdigest()
 
