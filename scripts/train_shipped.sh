@@ -15,7 +15,7 @@
 #         (PHOTOS, scikit-image's ten train photos; its five held-out ones dress the footage
 #         benchmark, scripts/photo_footage.py), so the models learn shapes and not only the
 #         simulator's paint (docs/results.md "Transfer to photographs"). 6 x 500 steps, 6 x 275
-#         for standard, about 48 minutes each. Kept by the same validation.
+#         for standard, 40-48 minutes each. Kept by the same validation.
 #
 # The last stage in STAGES is copied into DEST. A shipped checkpoint's config.json names the
 # weights it started from (init_from, init_fingerprint); its base stage's log is shipped beside

@@ -119,8 +119,9 @@ class CannotLoad(FakeRemote):
         raise FileNotFoundError("no checkpoint at /models/net on this host")
 
 
-class NodeOfWorker(FakeRemote):
-    """Its worker answers every job with the Ray node it runs on: where the engine placed it."""
+class NodeOfWorker:
+    """A worker factory whose worker answers every job with the Ray node it runs on: where the
+    engine placed it."""
 
     def __call__(self):
         import ray  # only ever called inside a Ray worker
