@@ -41,6 +41,9 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [be0.1-cls0.1]="--be-weight 0.1 --cls-weight 0.1"         # or weighed 0.1,
   [blurcrop-cls0.1]="--blur-input crop --cls-weight 0.1"    # or read from the object's crop
   [photos-cls0.1]="--photos skimage --photo-share 0.5 --cls-weight 0.1"  # half in train photos
+  [softmax-cls0.1]="--con-loss softmax --cls-weight 0.1"   # L_con as a softmax over the batch,
+  [softmax0.05-cls0.1]="--con-loss softmax --con-temperature 0.05 --cls-weight 0.1"  # sharper,
+  [softmax-memory-cls0.1]="--con-loss softmax --memory 4096 --cls-weight 0.1"  # with the memory
   [con-cls]="--losses con,cls"        # the published loss ablation's rows (global head:
   [con-cls-be]="--losses con,cls,be"  # the crop head needs the localisation branch)
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -359,6 +360,19 @@ def test_cli_loss_margins_and_weight_reach_the_head_and_loss(data_dir, tmp_path)
     assert trainer.loss_config.margin == 1.2
     refused = run_cli(data_dir, "--out", tmp_path / "bad", *TINY_ARGS, "--con-margin", "0")
     assert refused.exit_code == 2 and "--con-margin" in refused.output
+
+
+def test_cli_softmax_contrastive_loss_trains_and_is_recorded(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(data_dir, "--out", out, *TINY_ARGS, "--con-loss", "softmax",
+                     "--con-temperature", "0.05", "--memory", "16", "--log-every", "1")
+    assert result.exit_code == 0, result.output
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert (training["con_loss"], training["con_temperature"]) == ("softmax", 0.05)
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any(math.isfinite(record["loss"]["con"]) for record in logged if "loss" in record)
+    with pytest.raises(TrainError, match="unknown contrastive loss 'triplet'"):
+        Trainer(settings(data_dir, tmp_path / "bad", con_loss="triplet"))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ Typical use::
     net, config = load_checkpoint(run_dir)              # or a shipped name: "blur-aware"
 """
 
+from retrieval.model.batch_softmax import batch_softmax_loss
 from retrieval.model.checkpoint import (
     CheckpointError,
     available_checkpoints,
@@ -68,6 +69,7 @@ __all__ = [
     "MethodSpec",
     "NetOutput",
     "available_checkpoints",
+    "batch_softmax_loss",
     "blur_l1",
     "box_l1",
     "contrastive_loss",

@@ -16,9 +16,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from retrieval.model.batch_softmax import batch_softmax_loss
 from retrieval.model.network import NetOutput
 
 LOSS_NAMES = ("con", "cls", "be", "loc")
+# L_con as published (mined pairs with a margin), or a softmax over the whole batch
+CONTRASTIVE_KINDS = ("pairs", "softmax")
 
 
 def contrastive_pair_loss(
@@ -201,9 +204,14 @@ class LossConfig:
     margin: float = 0.7
     num_negatives: int = 5
     hard_negatives: bool = False
+    con_kind: str = "pairs"  # one of CONTRASTIVE_KINDS
+    temperature: float = 0.1  # of the "softmax" kind
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "enabled", _checked_losses(self.enabled))
+        if self.con_kind not in CONTRASTIVE_KINDS:
+            raise ValueError(f"unknown contrastive loss {self.con_kind!r}; choose from "
+                             f"{list(CONTRASTIVE_KINDS)}")
 
 
 def _checked_losses(losses: Iterable[str]) -> frozenset[str]:
@@ -234,7 +242,11 @@ def total_loss(
     """
     _require_heads(output, head_logits, config.enabled)
     terms: dict[str, torch.Tensor] = {}
-    if "con" in config.enabled:
+    if "con" in config.enabled and config.con_kind == "softmax":
+        terms["con"] = batch_softmax_loss(output.embedding, _batch_field(batch, "instance"),
+                                          _batch_field(batch, "trajectory"),
+                                          temperature=config.temperature, memory=memory)
+    elif "con" in config.enabled:
         terms["con"] = contrastive_loss(
             output.embedding,
             _batch_field(batch, "instance"),

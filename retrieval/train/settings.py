@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval.model import DEFAULT_BACKBONE, DEFAULT_CROP_SIZE
+from retrieval.model.losses import LossConfig, LossWeights
+from retrieval.train.errors import TrainError
 
 SCHEDULES = ("constant", "cosine")
 # Settings that may change between a run and its resumption: they do not change what is trained
@@ -62,6 +64,8 @@ class TrainSettings:
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
     cls_scale: float = 30.0  # logit scale of the classification head (published)
     con_margin: float = 0.7  # distance beyond which negatives stop costing (published)
+    con_loss: str = "pairs"  # L_con's kind (losses.CONTRASTIVE_KINDS): published pairs or softmax
+    con_temperature: float = 0.1  # of the softmax kind
     max_val_queries: int | None = 2000
     val_batch_size: int = 64
     device: str = "cpu"
@@ -93,3 +97,14 @@ class LearningRateFactor:
         if self.schedule == "constant":
             return 1.0
         return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
+
+
+def loss_config(settings: TrainSettings, losses: frozenset[str]) -> LossConfig:
+    """The losses a run trains, weighed and shaped as its settings say (TrainError if invalid)."""
+    try:
+        return LossConfig(enabled=losses,
+                          weights=LossWeights(cls=settings.cls_weight, be=settings.be_weight),
+                          margin=settings.con_margin, hard_negatives=settings.hard_negatives,
+                          con_kind=settings.con_loss, temperature=settings.con_temperature)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc

@@ -35,8 +35,6 @@ from retrieval.embed import (
 from retrieval.model import (
     BackboneWeightsError,
     BlurAwareNet,
-    LossConfig,
-    LossWeights,
     MarginSoftmaxHead,
     method_spec,
     save_checkpoint,
@@ -57,6 +55,7 @@ from retrieval.train.settings import (
     LearningRateFactor,
     TrainOutcome,
     TrainSettings,
+    loss_config,
 )
 from retrieval.train.state import (
     LOG_FILENAME,
@@ -93,11 +92,7 @@ class Trainer:
                         "is emulated and likely slower than fp32")
         self.out_dir = Path(settings.out_dir)
         self.spec = self._method_spec()
-        self.loss_config = LossConfig(enabled=self.spec.losses,
-                                      weights=LossWeights(cls=settings.cls_weight,
-                                                          be=settings.be_weight),
-                                      margin=settings.con_margin,
-                                      hard_negatives=settings.hard_negatives)
+        self.loss_config = loss_config(settings, self.spec.losses)
         run_data = load_run_data(settings, self.spec)
         self.data, self.stream = run_data.training, run_data.stream
         self.validation = run_data.validation
@@ -392,6 +387,7 @@ class Trainer:
                 "predicted_crop_fraction": settings.predicted_crop_fraction,
                 "stream": "composite" if self.stream is not None else "files",
                 "con_margin": settings.con_margin, "precision": self.precision,
+                "con_loss": settings.con_loss, "con_temperature": settings.con_temperature,
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
                 **({"photos": settings.photos, "photo_share": settings.photo_share}
                    if settings.photos else {}),
