@@ -28,8 +28,9 @@ from retrieval.sim.photos import (
 )
 from retrieval.sim.render import RenderRequest, render_trajectories
 from retrieval.synth import synthesize
+from retrieval.train import layers as layers_module
 from retrieval.train.errors import TrainDataError
-from retrieval.train.layers import bank_settings
+from retrieval.train.layers import bank_settings, build_layer_bank
 from retrieval.train.stream import background_bank, open_composite_stream
 from retrieval.video.simulated import simulated_clips
 
@@ -190,6 +191,28 @@ def test_a_changed_train_picture_changes_the_layer_banks_settings(tmp_path):
     assert {k: v for k, v in after.items() if k != "photo_sha256"} == {
         k: v for k, v in before.items() if k != "photo_sha256"}
     assert "photo_sha256" not in bank_settings(preset, SimConfig(**SIZE))
+
+
+def test_a_picture_changed_during_the_build_leaves_no_bank(tmp_path, monkeypatch):
+    folder = _write_pictures(tmp_path / "pictures", 6)
+    preset = Preset(categories=1, instances=10, trajectories=1, **SIZE)
+    config = SimConfig(**SIZE, exposures=2, photos=str(folder), photo_split="train",
+                       photo_share=1.0)
+    render_one_batch = layers_module._render_batch
+
+    def render_then_edit(task):
+        Image.new("RGB", (40, 40), (9, 9, 9)).save(folder / "p00.png")  # a train picture
+        return render_one_batch(task)
+
+    monkeypatch.setattr(layers_module, "_render_batch", render_then_edit)
+    bank = tmp_path / "bank"
+    with pytest.raises(TrainDataError, match="photographs changed while the layer bank"):
+        build_layer_bank(bank, preset, config, progress=False, processes=1)
+    assert not (bank / "layers.json").exists() and not (bank / "layers.npz").exists()
+    monkeypatch.setattr(layers_module, "_render_batch", render_one_batch)
+    build_layer_bank(bank, preset, config, progress=False, processes=1)  # the rerun builds it
+    assert json.loads((bank / "layers.json").read_text()) == json.loads(
+        json.dumps(bank_settings(preset, config)))
 
 
 def test_train_refuses_a_photo_source_it_cannot_use(stream_data, tmp_path):

@@ -32,6 +32,7 @@ from retrieval.sim.objects import global_instance_id
 from retrieval.sim.photos import photo_fingerprint
 from retrieval.sim.render import RenderRequest, render_object_layers
 from retrieval.sim.severity import blur_value, streak_box
+from retrieval.train.errors import TrainDataError
 
 BANK_FORMAT = 1
 ARRAYS_NAME = "layers.npz"
@@ -109,9 +110,11 @@ def build_layer_bank(folder: str | Path, preset: Preset, config: SimConfig, devi
     """Render every exposure of every train trajectory and store the layers (atomically).
 
     Rows never depend on their batch, so the bank has the same bits however many processes
-    render it.
+    render it. Photographs that change while it renders would leave pixels from either version
+    under settings of one: then nothing is written (TrainDataError), and a rerun builds anew.
     """
     folder = Path(folder)
+    settings = bank_settings(preset, config)
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [job for job in plan_trajectories(preset) if job.split == "train"]
     batches = [jobs[start:start + _RENDER_BATCH] for start in range(0, len(jobs), _RENDER_BATCH)]
@@ -138,9 +141,12 @@ def build_layer_bank(folder: str | Path, preset: Preset, config: SimConfig, devi
         "blur_value": np.array(columns["blur_value"], dtype=np.float32),
         "box": np.array(columns["box"], dtype=np.float32).reshape(-1, 4),
     }
+    if bank_settings(preset, config) != settings:
+        raise TrainDataError(f"{config.photos}: the photographs changed while the layer bank in "
+                             f"{folder} was rendered; nothing was written, build it again")
     with atomic_path(folder / ARRAYS_NAME) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
-    write_json_atomic(folder / SETTINGS_NAME, bank_settings(preset, config))
+    write_json_atomic(folder / SETTINGS_NAME, settings)
 
 
 class _InProcess:
