@@ -20,6 +20,7 @@ EPOCHS=${EPOCHS:-2}
 STEPS=${STEPS:-500}
 DEVICE=${DEVICE:-cpu}
 VAL_DISTRACTORS=${VAL_DISTRACTORS:-10000}
+PRECISION=${PRECISION:-bf16}  # fp32 on a CPU without native bfloat16 (emulated, far slower)
 RECIPES=${RECIPES:-base lookalike wide wide-lookalike wide-lookalike-memory}
 
 WIDE="--train-instances 200 --train-trajectories 3"  # 140 train instances per category
@@ -49,7 +50,7 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
 )
 COMMON=(--method blur-aware --batch 32,4 --lr 2e-3 --schedule cosine --cls-weight 1
         --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
-        --precision bf16 --workers 0 --device "$DEVICE" --val-distractors "$VAL_DISTRACTORS"
+        --precision "$PRECISION" --workers 0 --device "$DEVICE" --val-distractors "$VAL_DISTRACTORS"
         --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --checkpoint-every 250 -q)
 
 mkdir -p "$RUNS"
