@@ -20,7 +20,9 @@ EPOCHS=${EPOCHS:-2}
 STEPS=${STEPS:-500}
 DEVICE=${DEVICE:-cpu}
 VAL_DISTRACTORS=${VAL_DISTRACTORS:-10000}
-PRECISION=${PRECISION:-bf16}  # fp32 on a CPU without native bfloat16 (emulated, far slower)
+# shellcheck source=scripts/lib/precision.sh
+. scripts/lib/precision.sh
+PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
 RECIPES=${RECIPES:-base lookalike wide wide-lookalike wide-lookalike-memory}
 
 WIDE="--train-instances 200 --train-trajectories 3"  # 140 train instances per category

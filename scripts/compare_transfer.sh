@@ -24,6 +24,9 @@ PHOTOS=${PHOTOS:-skimage}
 SHARE=${SHARE:-0.5}
 RECIPES=${RECIPES:-ba-photos ba-plain std-photos}
 EPOCHS=${EPOCHS:-2}
+# shellcheck source=scripts/lib/precision.sh
+. scripts/lib/precision.sh
+PRECISION=${PRECISION:-$(fast_precision cpu "$PYTHON")}  # bf16 where native, else fp32
 
 BLUR_AWARE="--init-from blur-aware --method blur-aware --cls-weight 0.1 --epochs $EPOCHS --steps-per-epoch 500"
 STANDARD="--init-from standard --method standard --cls-weight 1 --epochs $EPOCHS --steps-per-epoch 275"
@@ -36,7 +39,7 @@ declare -A ARGS=(
   [std-plain]="$STANDARD"
 )
 COMMON=(--batch 32,4 --lr 5e-4 --schedule cosine --cls-margin 0 --cls-scale 16 --hard-negatives
-        --max-val-queries 1000 --seed 0 --checkpoint-every 250 --device cpu --precision bf16
+        --max-val-queries 1000 --seed 0 --checkpoint-every 250 --device cpu --precision "$PRECISION"
         --workers 0 --val-distractors 10000 -q)
 
 mkdir -p "$RUNS"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -99,3 +103,12 @@ def test_training_autocast_runs_convolutions_in_the_resolved_precision(precision
     with devices.training_autocast(torch.device("cpu"), precision):
         out = conv(torch.randn(1, 3, 8, 8))
     assert out.dtype == dtype and conv.weight.dtype == torch.float32  # weights stay float32
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_training_scripts_pick_bfloat16_only_where_it_is_fast(device: str) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "lib" / "precision.sh"
+    result = subprocess.run(["bash", "-c", f'. "{script}"; fast_precision {device} "{sys.executable}"'],
+                            capture_output=True, text=True, check=True)
+    native = devices.cpu_has_native_bf16()
+    assert result.stdout.strip() == ("bf16" if device == "cuda" or native else "fp32")
