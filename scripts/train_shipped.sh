@@ -6,9 +6,9 @@
 # base    from scratch on the simulator's procedural paint, about 50 minutes of the 2-core CPU
 #         alone in bfloat16 per model. The three crop-head models run 0.67 s per step there, so
 #         9 x 500 steps; `standard`, whose global head runs the backbone on the whole 96x128
-#         image, 1.34 s per step, so 4 x 550.
-#         (PRECISION defaults to bfloat16 on CUDA and on CPUs that compute it natively, float32
-#         on others, where emulated bfloat16 ran 12x slower; scripts/lib/precision.sh.) Kept by validation mAP@100 among VAL_DISTRACTORS
+#         image, 1.34 s per step, so 4 x 550. (PRECISION defaults to bfloat16 on CUDA and on
+#         CPUs that compute it natively, float32 on others, where emulated bfloat16 ran 12x
+#         slower; scripts/lib/precision.sh.) Kept by validation mAP@100 among VAL_DISTRACTORS
 #         (10,000) virtual distractors, the regime the 100,000-distractor benchmark measures
 #         (the base checkpoints of the other three were kept by validation without distractors,
 #         VAL_DISTRACTORS=0; each validation among them costs about a minute more here).
