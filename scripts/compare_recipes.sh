@@ -47,6 +47,7 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [softmax-cls0.1]="--con-loss softmax --cls-weight 0.1"   # L_con as a softmax over the batch,
   [softmax0.05-cls0.1]="--con-loss softmax --con-temperature 0.05 --cls-weight 0.1"  # sharper,
   [softmax0.3-cls0.1]="--con-loss softmax --con-temperature 0.3 --cls-weight 0.1"  # smoother,
+  [dim256-cls0.1]="--embedding-dim 256 --cls-weight 0.1"  # room for more instances
   [softmax-memory-cls0.1]="--con-loss softmax --memory 4096 --cls-weight 0.1"  # with the memory
   [con-cls]="--losses con,cls"        # the published loss ablation's rows (global head:
   [con-cls-be]="--losses con,cls,be"  # the crop head needs the localisation branch)
