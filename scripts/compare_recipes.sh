@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/train_recipe.sh
 RUNS=${RUNS:-runs/recipes}
 EPOCHS=${EPOCHS:-2}
+SEED=${SEED:-0}  # another seed, into other RUNS, shows what one seed moves
 STEPS=${STEPS:-500}
 DEVICE=${DEVICE:-cpu}
 VAL_DISTRACTORS=${VAL_DISTRACTORS:-10000}
@@ -47,13 +48,14 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [softmax-cls0.1]="--con-loss softmax --cls-weight 0.1"   # L_con as a softmax over the batch,
   [softmax0.05-cls0.1]="--con-loss softmax --con-temperature 0.05 --cls-weight 0.1"  # sharper,
   [softmax0.3-cls0.1]="--con-loss softmax --con-temperature 0.3 --cls-weight 0.1"  # smoother,
+  [softmax0.5-cls0.1]="--con-loss softmax --con-temperature 0.5 --cls-weight 0.1"
   [dim256-cls0.1]="--embedding-dim 256 --cls-weight 0.1"  # room for more instances
   [softmax-memory-cls0.1]="--con-loss softmax --memory 4096 --cls-weight 0.1"  # with the memory
   [con-cls]="--losses con,cls"        # the published loss ablation's rows (global head:
   [con-cls-be]="--losses con,cls,be"  # the crop head needs the localisation branch)
 )
 COMMON=(--method blur-aware --batch 32,4 --lr 2e-3 --schedule cosine --cls-weight 1
-        --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
+        --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed "$SEED"
         --precision "$PRECISION" --workers 0 --device "$DEVICE" --val-distractors "$VAL_DISTRACTORS"
         --epochs "$EPOCHS" --steps-per-epoch "$STEPS" --checkpoint-every 250 -q)
 
