@@ -329,7 +329,9 @@ def test_index_dense_keeps_the_views_it_holds_and_describes_the_missing(
     assert np.array_equal(cache.get(3).descriptors, marker.descriptors), "kept, not redone"
     for image_id in (0, 1, 2, 5):
         start, stop = complete["offsets"][image_id], complete["offsets"][image_id + 1]
-        assert np.array_equal(cache.get(image_id).descriptors, complete["descriptors"][start:stop])
+        # described again in a batch of another size: equal to float32 rounding
+        np.testing.assert_allclose(cache.get(image_id).descriptors, complete["descriptors"][start:stop],
+                                   rtol=1e-5, atol=1e-5)
     again = CliRunner().invoke(cli.index_group, ["dense", str(index_dir), "-q"])
     assert "6 views kept, 0 images to describe" in again.stdout
 
