@@ -185,13 +185,16 @@ def manifest_file(location: str | Path) -> Path:
 
 
 def load_benchmark_set(location: str | Path, distractors: int | None = None,
-                       distractor_objects: int | None = None) -> BenchmarkSet:
+                       distractor_objects: int | None = None,
+                       distractor_exposures: int = 1) -> BenchmarkSet:
     """The benchmark set of a manifest, with exactly `distractors` distractors when given.
 
     The manifest's own distractor rows come first; when more are asked for, virtual rows
     (rendered on demand, no file) are added from the manifest's simulator settings, 10 images
     per distractor object, or spread over about `distractor_objects` objects (the published
-    layout: few objects, many images each). None keeps the manifest's distractor rows as they are.
+    layout: few objects, many images each), with `distractor_exposures` images per trajectory
+    (`distractor_table`; more are cheaper to render). None keeps the manifest's distractor rows
+    as they are.
     """
     path = manifest_file(location)
     try:
@@ -203,6 +206,9 @@ def load_benchmark_set(location: str | Path, distractors: int | None = None,
     if distractor_objects is not None and distractor_objects < 1:
         raise ProtocolError(f"{path}: distractor objects must be >= 1, got {distractor_objects}")
     sim = sim_config_of(table)
+    if sim is not None and not 1 <= distractor_exposures <= sim.exposures:
+        raise ProtocolError(f"{path}: distractor exposures must be in 1..{sim.exposures} (the "
+                            f"simulator's exposures), got {distractor_exposures}")
     root = path.parent.resolve()
     query_table = _role(table, "query")
     levels = np.asarray(query_table["blur_level"].fill_null(0).to_numpy(), dtype=np.int64)
@@ -216,7 +222,8 @@ def load_benchmark_set(location: str | Path, distractors: int | None = None,
     wanted = len(stored) if distractors is None else distractors
     kept = _take(stored, min(wanted, len(stored)))
     per_object = images_per_distractor_object(wanted, distractor_objects)
-    extra = _virtual_distractors(path, table, stored, wanted - len(kept), sim, root, per_object)
+    extra = _virtual_distractors(path, table, stored, wanted - len(kept), sim, root, per_object,
+                                 distractor_exposures)
     database_rows = _rows(database_table, root, sim, path)
     database = database_rows.concat(kept).concat(extra)
     database_levels = np.concatenate([
@@ -299,7 +306,8 @@ def _check_protocol(path: Path, queries: pa.Table, database: pa.Table, synthetic
 
 
 def _virtual_distractors(path: Path, table: pa.Table, stored: Rows, count: int,
-                         sim: SimConfig | None, root: Path, images_per_object: int) -> Rows:
+                         sim: SimConfig | None, root: Path, images_per_object: int,
+                         exposures_per_trajectory: int = 1) -> Rows:
     """`count` virtual distractor rows that repeat none of the manifest's distractors.
 
     They come from the simulator's distractor table with the manifest's seed, so a data set
@@ -316,7 +324,7 @@ def _virtual_distractors(path: Path, table: pa.Table, stored: Rows, count: int,
         )
     categories = int(pc.max(table["category"]).as_py()) + 1
     candidates = distractor_table(len(stored) + count, categories, sim.seed, sim.exposures,
-                                  images_per_object)
+                                  images_per_object, exposures_per_trajectory)
     existing = set(zip(*(getattr(stored, name).tolist() for name in _KEY_COLUMNS)))
     keys = zip(*(candidates[name].tolist() for name in _KEY_COLUMNS))
     fresh = np.array([key not in existing for key in keys], dtype=bool)

@@ -121,6 +121,11 @@ def _markdown_table(report: dict[str, Any], key: str) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
+def _exposures_text(config: dict[str, Any]) -> str:
+    exposures = int(config.get("distractor_exposures") or 1)
+    return f", {exposures} exposures of each virtual distractor trajectory" if exposures > 1 else ""
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     data, config = report["data"], report["config"]
     lines = [
@@ -129,7 +134,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"({data['evaluated_queries']} evaluated), {data['database']} database images, "
         f"{data['distractors']} distractors ({data['manifest_distractors']} from the manifest, "
         f"{data['virtual_distractors']} virtual; {data.get('distractor_objects', 'n/a')} distinct "
-        "objects). Queries without any positive in the database: "
+        f"objects{_exposures_text(config)}). Queries without any positive in the database: "
         f"{data['queries_without_positive']}; query rows outside levels 1..6 left out: "
         f"{data['queries_outside_levels']}; items that could not be embedded: "
         f"{data['embedding_errors']}. Database images per blur level: "

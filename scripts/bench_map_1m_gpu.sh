@@ -3,19 +3,23 @@
 # the four shipped methods compared on identical data, end to end (render, embed, FAISS) on a
 # CUDA GPU when there is one, else on the CPU.
 #
-# Distractors are virtual rows: the loader workers render them on the CPU while the GPU
-# embeds (WORKERS=0 renders them on the GPU in the main process instead), so no image file
-# is written. Embeddings are cached in OUT/.cache, so a run that is stopped
+# Distractors are virtual rows in the published layout: about DISTRACTOR_OBJECTS (1,562) objects,
+# each trajectory at DISTRACTOR_EXPOSURES (all 11) exposures, which one render makes together
+# (5.4x the images per second of one image per trajectory on one CPU thread, docs/results.md).
+# The loader workers render them on the CPU while the GPU embeds (WORKERS=0 renders them on the
+# GPU in the main process instead: on an H200 that was 145 images/s, against 730 with 15
+# workers on its 16 cores, one image per trajectory), so no image file is written. Embeddings are cached in OUT/.cache, so a run that is stopped
 # can be started again with the same command and goes on from the cached vectors. The index is
 # IVF (factory "auto" above 100k vectors) with recall@100 against exact search reported.
 #
 #   bash scripts/bench_map_1m_gpu.sh [BENCH MAP OPTIONS...]
 #
-# Overridable: OUT, DISTRACTORS, METHODS, PRESET, DEVICE, WORKERS, BATCH_SIZE, BIN, PYTHON;
+# Overridable: OUT, DISTRACTORS, DISTRACTOR_OBJECTS (empty: 10 images per object),
+# DISTRACTOR_EXPOSURES, METHODS, PRESET, DEVICE, WORKERS, BATCH_SIZE, BIN, PYTHON;
 # options given on the command line are passed on to `bench map` after the script's own.
 # DEVICE unset: cuda when torch sees a CUDA GPU and the loaded FAISS is a GPU build with a GPU,
 # otherwise the CPU, said on stderr with the reason (WORKERS then defaults to 0, BATCH_SIZE to
-# 64). DEVICE=cuda insists on the GPU (bench map refuses when it is missing). A quick check
+# 64; on CUDA to the cores less one, and 512). DEVICE=cuda insists on the GPU (bench map refuses when it is missing). A quick check
 # of the fallback: PRESET=tiny DISTRACTORS=200 OUT=/tmp/bench-map-tiny bash scripts/bench_map_1m_gpu.sh
 #
 # Set-up on a fresh GPU machine: `python3 -m venv .venv && .venv/bin/pip install -e '.[gpu]' &&
@@ -30,6 +34,8 @@ PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-runs/bench-map-1m}
 PRESET=${PRESET:-small}
 DISTRACTORS=${DISTRACTORS:-1000000}
+DISTRACTOR_OBJECTS=${DISTRACTOR_OBJECTS-1562}
+DISTRACTOR_EXPOSURES=${DISTRACTOR_EXPOSURES:-11}
 METHODS=${METHODS:-blur-aware,standard,sharp-only,blur-aware-no-be}
 
 if [[ -z "${DEVICE:-}" ]]; then
@@ -61,17 +67,21 @@ EOF
   fi
 fi
 if [[ "$DEVICE" == cuda ]]; then
-  WORKERS=${WORKERS:-8}
+  WORKERS=${WORKERS:-$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))}
   BATCH_SIZE=${BATCH_SIZE:-512}
 else
   WORKERS=${WORKERS:-0}
   BATCH_SIZE=${BATCH_SIZE:-64}
 fi
 
-echo "bench map: preset $PRESET, $DISTRACTORS distractors, methods $METHODS, device $DEVICE," \
+LAYOUT=(--distractor-exposures "$DISTRACTOR_EXPOSURES")
+[[ -z "$DISTRACTOR_OBJECTS" ]] || LAYOUT+=(--distractor-objects "$DISTRACTOR_OBJECTS")
+
+echo "bench map: preset $PRESET, $DISTRACTORS distractors (${DISTRACTOR_OBJECTS:-10 images per}" \
+     "objects, $DISTRACTOR_EXPOSURES exposures per trajectory), methods $METHODS, device $DEVICE," \
      "$WORKERS workers, batch $BATCH_SIZE, out $OUT"
 start=$(date +%s)
-"$BIN" bench map --preset "$PRESET" --distractors "$DISTRACTORS" --methods "$METHODS" \
+"$BIN" bench map --preset "$PRESET" --distractors "$DISTRACTORS" "${LAYOUT[@]}" --methods "$METHODS" \
   --device "$DEVICE" --batch-size "$BATCH_SIZE" --workers "$WORKERS" --out "$OUT" "$@"
 echo "bench map with $DISTRACTORS distractors on $DEVICE took $(( $(date +%s) - start )) s;" \
      "report in $OUT/report.md"

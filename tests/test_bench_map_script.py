@@ -65,6 +65,9 @@ def test_the_fallback_writes_the_whole_benchmark_report(fallback_run) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["device"] == "cpu" and report["config"]["workers"] == 0
     assert report["data"]["virtual_distractors"] == DISTRACTORS
+    # the published layout: about 1,562 objects, each trajectory at all 11 exposures
+    assert report["config"]["distractor_objects_requested"] == 1562
+    assert report["config"]["distractor_exposures"] == 11
     assert (out / "report.md").is_file()
 
 

@@ -43,6 +43,11 @@ if TYPE_CHECKING:
               help="Spread the virtual distractors over about N objects, one image per "
                    "trajectory (the published layout: 1,562 objects for 1,000,000 images). "
                    "Default: 10 images per object.")
+@click.option("--distractor-exposures", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="E",
+              help="Images per virtual distractor trajectory, at E exposures spread over "
+                   "sharp..longest (the simulator's 11: every one, as the published data set "
+                   "rendered them). One render makes all E, so 11 renders several times faster.")
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True,
               help="Comma-separated shipped checkpoint names or checkpoint directories.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench-map",
@@ -65,9 +70,9 @@ if TYPE_CHECKING:
               help="Model whose localisation head finds the object for --rerank.")
 @engine_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def map_command(data, preset, seed, distractors, distractor_objects, methods, out_dir, factory,
-                device, batch_size, workers, rerank, dense, locator, engine, address,
-                engine_workers, quiet):
+def map_command(data, preset, seed, distractors, distractor_objects, distractor_exposures, methods,
+                out_dir, factory, device, batch_size, workers, rerank, dense, locator, engine,
+                address, engine_workers, quiet):
     """Compare methods by mAP@100 per blur level 1..6, with distractors; write the report."""
     started = time.perf_counter()
     progress = not quiet
@@ -89,6 +94,7 @@ def map_command(data, preset, seed, distractors, distractor_objects, methods, ou
         "preset": {"name": preset, **asdict(PRESETS[preset])} if data is None else None,
         "seed": seed if data is None else None, "distractors_requested": distractors,
         "distractor_objects_requested": distractor_objects,
+        "distractor_exposures": distractor_exposures,
         "factory": factory, "device": device, "batch_size": batch_size, "workers": workers,
         # Workers resolve "auto" on their own hosts: a CPU-only driver still gets GPU workers.
         "engine": {"name": engine, "address": address, "workers": engine_workers,
@@ -119,7 +125,8 @@ def run_map_benchmark(manifest: Path, loaded: list[Method], out: Path, config: d
 
     try:
         bench = load_benchmark_set(manifest, config["distractors_requested"],
-                                   config.get("distractor_objects_requested"))
+                                   config.get("distractor_objects_requested"),
+                                   config.get("distractor_exposures", 1))
     except ProtocolError as error:
         raise click.ClickException(str(error)) from error
     data_seconds = time.perf_counter() - started

@@ -104,24 +104,42 @@ def select_database_exposure(levels: list[int], trajectory: int) -> int:
 
 
 def distractor_table(count: int, categories: int, seed: int, exposures: int,
-                     images_per_object: int = DISTRACTOR_TRAJECTORIES) -> dict[str, np.ndarray]:
+                     images_per_object: int = DISTRACTOR_TRAJECTORIES,
+                     exposures_per_trajectory: int = 1) -> dict[str, np.ndarray]:
     """Columns of `count` distractor rows, vectorised so a million rows cost seconds.
 
-    Row k belongs to category k % categories; within it, consecutive rows walk the
-    trajectories of one distractor instance, one image per trajectory, `images_per_object`
-    of them (10 by default; the published million came from 1,562 objects, 64 images each).
-    The exposure is a hash of (seed, k), which mixes blur levels without rendering anything.
+    With one exposure per trajectory (the default), row k belongs to category k % categories;
+    within it, consecutive rows walk the trajectories of one distractor instance, one image per
+    trajectory, `images_per_object` of them (10 by default; the published million came from
+    1,562 objects), and the exposure is a hash of (seed, k), which mixes blur levels without
+    rendering anything.
+
+    With E = `exposures_per_trajectory` > 1, rows come in runs of E: E exposures of one
+    trajectory, spread evenly over 0..exposures-1 (all of them when E = exposures, as the
+    published data set rendered every trajectory), and run g takes the place of row g above
+    (category g % categories, trajectories of one instance in turn, about `images_per_object`
+    images per instance). A trajectory's exposures are one render's running sums, so the
+    renderer makes a run of E images for about the price of its longest exposure alone.
     """
     if images_per_object < 1:
         raise ValueError(f"images_per_object must be >= 1, got {images_per_object}")
+    if not 1 <= exposures_per_trajectory <= exposures:
+        raise ValueError(f"exposures per trajectory must be in 1..{exposures}, "
+                         f"got {exposures_per_trajectory}")
     k = np.arange(count, dtype=np.int64)
-    category = k % categories
-    within = k // categories
-    instance = DISTRACTOR_BASE + within // images_per_object
-    trajectory = within % images_per_object
-    mixed = (k * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF
-    mixed = ((mixed ^ (mixed >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
-    exposure = (mixed ^ (mixed >> 12)) % exposures
+    runs, step = divmod(k, exposures_per_trajectory)
+    category = runs % categories
+    within = runs // categories
+    trajectories = -(-images_per_object // exposures_per_trajectory)
+    instance = DISTRACTOR_BASE + within // trajectories
+    trajectory = within % trajectories
+    if exposures_per_trajectory == 1:
+        mixed = (k * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF
+        mixed = ((mixed ^ (mixed >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+        exposure = (mixed ^ (mixed >> 12)) % exposures
+    else:  # evenly spread, first and last exposure included
+        exposure = (step * (exposures - 1) * 2 + exposures_per_trajectory - 1) // (
+            2 * (exposures_per_trajectory - 1))
     return {"category": category, "instance": instance, "trajectory": trajectory, "exposure": exposure}
 
 
