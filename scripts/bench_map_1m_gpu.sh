@@ -5,28 +5,34 @@
 #
 # Distractors are virtual rows in the published layout: about DISTRACTOR_OBJECTS (1,562) objects,
 # each trajectory at DISTRACTOR_EXPOSURES (all 11) exposures, which one render makes together
-# (5.4x the images per second of one image per trajectory on one CPU thread, docs/results.md).
+# (4.4x the images per second of one image per trajectory, `bench sim --sizes 96x128` on 2 cores).
 # The loader workers render them on the CPU while the GPU embeds (WORKERS=0 renders them on the
-# GPU in the main process instead: on an H200 that was 145 images/s, against 730 with 15
-# workers on its 16 cores, one image per trajectory), so no image file is written. Embeddings are cached in OUT/.cache, so a run that is stopped
-# can be started again with the same command and goes on from the cached vectors. The index is
-# IVF (factory "auto" above 100k vectors) with recall@100 against exact search reported.
+# GPU in the main process instead: on an H200 machine that ran at 139 images/s, against 678 with
+# 15 workers on its 16 cores, both with one image per trajectory), so no image file is written.
+# Embeddings are cached in OUT/.cache, so a run that is stopped can be started again with the
+# same command and goes on from the cached vectors. The index is IVF (factory "auto" above 100k
+# vectors) with recall@100 against exact search reported.
 #
 #   bash scripts/bench_map_1m_gpu.sh [BENCH MAP OPTIONS...]
 #
 # Overridable: OUT, DISTRACTORS, DISTRACTOR_OBJECTS (empty: 10 images per object),
 # DISTRACTOR_EXPOSURES, METHODS, PRESET, DEVICE, WORKERS, BATCH_SIZE, BIN, PYTHON;
 # options given on the command line are passed on to `bench map` after the script's own.
-# DEVICE unset: cuda when torch sees a CUDA GPU and the loaded FAISS is a GPU build with a GPU,
-# otherwise the CPU, said on stderr with the reason (WORKERS then defaults to 0, BATCH_SIZE to
-# 64; on CUDA to the cores less one, and 512). DEVICE=cuda insists on the GPU (bench map refuses when it is missing). A quick check
-# of the fallback: PRESET=tiny DISTRACTORS=200 OUT=/tmp/bench-map-tiny bash scripts/bench_map_1m_gpu.sh
+# DEVICE unset: cuda when torch sees a CUDA GPU (FAISS searches on the GPU too when the loaded
+# FAISS is a GPU build that finds one, else on the CPU, said on stderr), otherwise the CPU, said
+# on stderr with the reason (WORKERS then defaults to 0, BATCH_SIZE to 64; on CUDA to the cores
+# less one, and 512). DEVICE=cuda insists on the GPU (bench map refuses when it is missing).
+# A quick check of the fallback:
+#   PRESET=tiny DISTRACTORS=200 OUT=/tmp/bench-map-tiny bash scripts/bench_map_1m_gpu.sh
 #
 # Set-up on a fresh GPU machine: `python3 -m venv .venv && .venv/bin/pip install -e '.[gpu]' &&
 # .venv/bin/pip install --force-reinstall --no-deps 'faiss-gpu>=1.15'` (the default install has
 # faiss-cpu, whose files pip may write over faiss-gpu's: the reinstall puts the GPU build back).
-# On the CPU, 100,000 distractors took 61 min on 2 cores (docs/results.md), so 1,000,000 would
-# take about 7 hours.
+# faiss-gpu 1.15 is built for CUDA 12 and pulls CUDA 12's runtime and cuBLAS; where they cannot be
+# installed, faiss-cpu searches on the CPU and the rest still runs on the GPU.
+# On the CPU, 100,000 distractors (one image per trajectory) took 36-61 min on 2 cores
+# (docs/results.md), so 1,000,000 would take hours; on an H200 machine with 15 render workers the
+# same layout ran at 678 images/s, about 25 minutes for the million (not run to the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/blur-retrieval}
@@ -39,7 +45,9 @@ DISTRACTOR_EXPOSURES=${DISTRACTOR_EXPOSURES:-11}
 METHODS=${METHODS:-blur-aware,standard,sharp-only,blur-aware-no-be}
 
 if [[ -z "${DEVICE:-}" ]]; then
-  # Prints nothing and succeeds when the whole run can use CUDA; otherwise prints why not.
+  # Prints nothing and succeeds when torch can use CUDA; otherwise prints why not. A FAISS without
+  # GPU code only moves the search to the CPU (said on stderr): rendering and embedding, the
+  # run's time, stay on the GPU.
   if missing=$("$PYTHON" - <<'EOF'
 import sys
 
@@ -47,15 +55,15 @@ import torch
 
 from indexer import gpu
 
-reasons = []
 if not torch.cuda.is_available():
-    reasons.append("torch sees no CUDA GPU")
+    print("torch sees no CUDA GPU")
+    sys.exit(1)
 if not gpu.has_gpu_build():
-    reasons.append(f"the loaded FAISS is a CPU-only build ({gpu.GPU_INSTALL_HINT})")
+    print(f"bench_map_1m_gpu.sh: FAISS searches on the CPU: the loaded FAISS is a CPU-only build "
+          f"({gpu.GPU_INSTALL_HINT})", file=sys.stderr)
 elif gpu.gpu_count() == 0:
-    reasons.append("FAISS's GPU build finds no GPU")
-print("; ".join(reasons))
-sys.exit(1 if reasons else 0)
+    print("bench_map_1m_gpu.sh: FAISS searches on the CPU: its GPU build finds no GPU",
+          file=sys.stderr)
 EOF
   ); then
     DEVICE=cuda
