@@ -50,6 +50,7 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [softmax0.3-cls0.1]="--con-loss softmax --con-temperature 0.3 --cls-weight 0.1"  # smoother,
   [softmax0.5-cls0.1]="--con-loss softmax --con-temperature 0.5 --cls-weight 0.1"
   [dim256-cls0.1]="--embedding-dim 256 --cls-weight 0.1"  # room for more instances
+  [dim512-cls0.1]="--embedding-dim 512 --cls-weight 0.1"
   [dim256-softmax0.3-cls0.1]="--embedding-dim 256 --con-loss softmax --con-temperature 0.3 --cls-weight 0.1"
   [softmax-memory-cls0.1]="--con-loss softmax --memory 4096 --cls-weight 0.1"  # with the memory
   [con-cls]="--losses con,cls"        # the published loss ablation's rows (global head:
