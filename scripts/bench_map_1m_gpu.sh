@@ -83,10 +83,14 @@ else
 fi
 
 LAYOUT=(--distractor-exposures "$DISTRACTOR_EXPOSURES")
-[[ -z "$DISTRACTOR_OBJECTS" ]] || LAYOUT+=(--distractor-objects "$DISTRACTOR_OBJECTS")
+SPREAD="10 images per object"
+if [[ -n "$DISTRACTOR_OBJECTS" ]]; then
+  LAYOUT+=(--distractor-objects "$DISTRACTOR_OBJECTS")
+  SPREAD="about $DISTRACTOR_OBJECTS objects"
+fi
 
-echo "bench map: preset $PRESET, $DISTRACTORS distractors (${DISTRACTOR_OBJECTS:-10 images per}" \
-     "objects, $DISTRACTOR_EXPOSURES exposures per trajectory), methods $METHODS, device $DEVICE," \
+echo "bench map: preset $PRESET, $DISTRACTORS distractors ($SPREAD, $DISTRACTOR_EXPOSURES" \
+     "exposures per trajectory), methods $METHODS, device $DEVICE," \
      "$WORKERS workers, batch $BATCH_SIZE, out $OUT"
 start=$(date +%s)
 "$BIN" bench map --preset "$PRESET" --distractors "$DISTRACTORS" "${LAYOUT[@]}" --methods "$METHODS" \

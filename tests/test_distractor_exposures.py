@@ -30,8 +30,13 @@ def mini(tmp_path_factory) -> Path:
     return folder
 
 
-def _keys(table: dict[str, np.ndarray], name_order=("category", "instance", "trajectory")) -> list:
-    return list(zip(*(table[name].tolist() for name in name_order)))
+def _keys(table: dict[str, np.ndarray]) -> list[tuple[int, int, int]]:
+    """(category, instance, trajectory) of every row of a distractor table."""
+    return list(zip(*(table[name].tolist() for name in ("category", "instance", "trajectory"))))
+
+
+def _trajectory(row) -> tuple[int, int, int]:
+    return row.category, row.instance, row.trajectory
 
 
 def test_every_exposure_of_a_trajectory_comes_in_one_run_of_rows() -> None:
@@ -75,19 +80,19 @@ def test_the_benchmark_set_takes_its_virtual_distractors_in_runs(mini: Path) -> 
     rows = [bench.database[i] for i in range(first - 4, len(bench.database))]
     stored, virtual = rows[:4], rows[4:]
     assert all(row.path is None for row in virtual)
-    key = lambda row: (row.category, row.instance, row.trajectory)  # noqa: E731
     # The manifest's own 4 distractors (one per trajectory) are not repeated, so the runs of
     # their trajectories lack those exposures; every run is one block of rows, exposures rising.
-    images = {(*key(row), row.exposure) for row in rows}
+    images = {(*_trajectory(row), row.exposure) for row in rows}
     assert len(images) == len(rows)
-    blocks = [key(row) for n, row in enumerate(virtual) if n == 0 or key(virtual[n - 1]) != key(row)]
+    blocks = [_trajectory(row) for n, row in enumerate(virtual)
+              if n == 0 or _trajectory(virtual[n - 1]) != _trajectory(row)]
     assert len(blocks) == len(set(blocks))
     for block in blocks:
-        exposures = [row.exposure for row in virtual if key(row) == block]
-        missing = {row.exposure for row in stored if key(row) == block}
+        exposures = [row.exposure for row in virtual if _trajectory(row) == block]
+        missing = {row.exposure for row in stored if _trajectory(row) == block}
         assert exposures == sorted(exposures) and set(exposures) | missing <= set(range(EXPOSURES))
     full = [block for block in blocks if block[1] == DISTRACTOR_BASE + 1]
-    assert full and [row.exposure for row in virtual if key(row) == full[0]] == list(range(EXPOSURES))
+    assert full and [row.exposure for row in virtual if _trajectory(row) == full[0]] == list(range(EXPOSURES))
 
 
 @pytest.mark.parametrize("per_trajectory", [0, EXPOSURES + 1])
@@ -114,8 +119,7 @@ def _longest_exposures(rows: list) -> int:
     """Steps 0..longest exposure, summed over the distinct trajectories of `rows`."""
     longest: dict[tuple, int] = {}
     for row in rows:
-        key = (row.category, row.instance, row.trajectory)
-        longest[key] = max(longest.get(key, 0), row.exposure)
+        longest[_trajectory(row)] = max(longest.get(_trajectory(row), 0), row.exposure)
     return sum(exposure + 1 for exposure in longest.values())
 
 
