@@ -1,10 +1,15 @@
 """Print the side-by-side table of training runs from their logs (scripts/compare_recipes.sh).
 
     python scripts/recipe_table.py runs/recipes base lookalike wide
+    python scripts/recipe_table.py --curves runs/recipes-4500/cls0.1 runs/other/dim256-cls0.1
 
 One row per run: its last validation (among distractors when the run had them, and without),
 its best, the median logged training rate and the minutes its steps take at that rate (steps x
 BATCH_IMAGES images; validation and set-up excluded, so a resumed run is counted once).
+
+`--curves RUN...` prints every validation of each run instead, with the minutes of training
+steps that led to it (summed from the logged rates), so runs of different per-step cost, or from
+different folders and machines, can be read at equal steps and at equal time.
 """
 
 from __future__ import annotations
@@ -50,8 +55,52 @@ def row(run: Path) -> str:
             f"| {rate:.0f} | {minutes:.1f} |")
 
 
+def curve_rows(run: Path) -> list[str]:
+    """One row per validation of `run`: epoch, step, cumulative step minutes, the scores."""
+    records = _records(run)
+    train = [r["images_per_s"] for r in records if r["event"] == "train"]
+    median = statistics.median(train) if train else 0.0
+    # step -> (steps the interval covers, images/s). The last record of a step wins, so steps a
+    # resumed run repeats count once. The interval after a start, a resume or a validation takes
+    # the median rate: older logs counted the set-up or the validation into it.
+    rates: dict[int, tuple[int, float]] = {}
+    previous, after_break = 0, True
+    for record in records:
+        if record["event"] == "train":
+            rate = median if after_break else record["images_per_s"]
+            rates[record["step"]] = (record["step"] - previous, rate)
+            previous, after_break = record["step"], False
+        else:
+            previous, after_break = record.get("step", previous), True
+    rows = []
+    for validation in (r for r in records if r["event"] == "validation"):
+        seconds = sum(steps * BATCH_IMAGES / rate for step, (steps, rate) in rates.items()
+                      if step <= validation["step"] and rate > 0)
+        clean = validation.get("without_distractors", validation)
+        rows.append(f"| {run.name} | {validation['epoch']} | {validation['step']} "
+                    f"| {seconds / 60:.1f} | {_percent(validation['map@100'])} "
+                    f"| {_percent(validation['per_level'].get('6'))} "
+                    f"| {_percent(clean['map@100'])} | {_percent(clean['per_level'].get('6'))} |")
+    return rows
+
+
+def print_curves(runs: list[Path]) -> None:
+    print("| run | epoch | step | step minutes | val mAP@100 among distractors | BL6 "
+          "| without distractors | BL6 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for run in runs:
+        if not (run / "train_log.jsonl").is_file():
+            print(f"| {run.name} | not run | | | | | | |")
+            continue
+        for line in curve_rows(run):
+            print(line)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
+    if len(argv) >= 3 and argv[1] == "--curves":
+        print_curves([Path(arg) for arg in argv[2:]])
+        return 0
+    if len(argv) < 2 or argv[1].startswith("--"):
         print(__doc__, file=sys.stderr)
         return 2
     root = Path(argv[1])

@@ -256,6 +256,33 @@ def test_best_checkpoint_is_written_and_loadable(data_dir, full_run):
     assert record["lr"] == 1e-3 and record["images_per_s"] > 0
 
 
+
+def test_logged_training_rate_leaves_out_the_validation_between_epochs(data_dir, tmp_path,
+                                                                       monkeypatch):
+    """A validation that takes 1,000 s of a (fake) clock must not enter the next interval's
+    images/s: with it, 8 images over 1,000 s would log 0.008 images/s."""
+    from retrieval.train import trainer as trainer_module
+
+    real_clock = trainer_module.time.perf_counter
+    offset = [0.0]
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter() -> float:
+            return real_clock() + offset[0]
+
+    def slow_evaluate(*args, **kwargs):
+        offset[0] += 1000.0
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "time", FakeTime)
+    monkeypatch.setattr(trainer_module, "evaluate", slow_evaluate)
+    train(settings(data_dir, tmp_path / "run", precision="fp32"))
+    records = log_records(tmp_path / "run", "train")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert len(log_records(tmp_path / "run", "validation")) == 2
+    assert min(r["images_per_s"] for r in records) > 1.0
+
 def assert_same_run(resumed: Path, reference: Path) -> None:
     expected, actual = final_weights(reference), final_weights(resumed)
     assert expected.keys() == actual.keys()

@@ -251,7 +251,10 @@ class Trainer:
                 if status is not None:
                     self._save_state()
                     return self._outcome(status, stop.requested)
+                validation_started = time.perf_counter()
                 self._end_epoch()
+                # The logged images/s measure the training steps, not the validation between.
+                self._interval["start"] += time.perf_counter() - validation_started
         return self._outcome("finished", None)
 
     def _outcome(self, status: str, signal_name: str | None) -> TrainOutcome:
