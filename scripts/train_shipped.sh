@@ -35,6 +35,7 @@
 #   STAGES=photos BASE=runs/base MODELS=standard bash scripts/train_shipped.sh   # fine-tune only,
 #                                                     # from the base checkpoints in runs/base
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
+#   EMBEDDING_DIM=256 bash scripts/train_shipped.sh   # 256-d vectors (the shipped ones are 128-d)
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
@@ -57,6 +58,10 @@ STAGES=${STAGES:-base photos}
 BASE=${BASE:-$RUNS}  # where the photos stage finds RUNS/<name> of the base stage
 PHOTOS=${PHOTOS:-skimage}
 PHOTO_SHARE=${PHOTO_SHARE:-0.25}
+# The vectors' width, for every model and both stages (the photos stage starts from the base
+# weights, so they must agree). 128 is what ships; 256 led at 1,000 steps and at the hour scale
+# on validation among distractors (docs/results.md "Training against look-alikes").
+EMBEDDING_DIM=${EMBEDDING_DIM:-128}
 # shellcheck source=scripts/lib/precision.sh
 . scripts/lib/precision.sh
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
@@ -84,7 +89,7 @@ declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch):
   [sharp-only]="9 500 6 500"
   [blur-aware-no-be]="9 500 6 500"
 )
-COMMON=(--batch 32,4 --schedule cosine
+COMMON=(--batch 32,4 --schedule cosine --embedding-dim "$EMBEDDING_DIM"
         --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
         --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION" --workers "$WORKERS"
         --val-distractors "$VAL_DISTRACTORS" -q)
