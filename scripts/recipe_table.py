@@ -36,33 +36,42 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
+def _median_rate(records: list[dict]) -> float:
+    rates = [r["images_per_s"] for r in records if r["event"] == "train"]
+    return statistics.median(rates) if rates else 0.0
+
+
+def _scores(validation: dict) -> tuple[str, str, str, str]:
+    """All and BL6 among distractors, then all and BL6 without (the same when it had none)."""
+    clean = validation.get("without_distractors", validation)
+    return (_percent(validation["map@100"]), _percent(validation["per_level"].get("6")),
+            _percent(clean["map@100"]), _percent(clean["per_level"].get("6")))
+
+
 def row(run: Path) -> str:
     records = _records(run)
     validations = [r for r in records if r["event"] == "validation"]
-    train = [r for r in records if r["event"] == "train"]
     if not validations:
         return f"| {run.name} | no validation yet | | | | | | |"
     last = validations[-1]
-    clean = last.get("without_distractors", last)
+    score, bl6, clean, clean_bl6 = _scores(last)
     best = max(v["map@100"] for v in validations)
-    rate = statistics.median(r["images_per_s"] for r in train) if train else 0.0
+    rate = _median_rate(records)
     steps = last["step"]
     images = steps * BATCH_IMAGES
     minutes = images / rate / 60 if rate else 0.0
-    return (f"| {run.name} | {steps} | {_percent(last['map@100'])} "
-            f"| {_percent(last['per_level'].get('6'))} | {_percent(best)} "
-            f"| {_percent(clean['map@100'])} | {_percent(clean['per_level'].get('6'))} "
-            f"| {rate:.0f} | {minutes:.1f} |")
+    return (f"| {run.name} | {steps} | {score} | {bl6} | {_percent(best)} | {clean} "
+            f"| {clean_bl6} | {rate:.0f} | {minutes:.1f} |")
 
 
 def curve_rows(run: Path) -> list[str]:
     """One row per validation of `run`: epoch, step, cumulative step minutes, the scores."""
     records = _records(run)
-    train = [r["images_per_s"] for r in records if r["event"] == "train"]
-    median = statistics.median(train) if train else 0.0
+    median = _median_rate(records)
     # step -> (steps the interval covers, images/s). The last record of a step wins, so steps a
-    # resumed run repeats count once. The interval after a start, a resume or a validation takes
-    # the median rate: older logs counted the set-up or the validation into it.
+    # resumed run repeats count once. The interval after a validation takes the median rate:
+    # older logs counted the validation into it. So does the one after a start or a resume,
+    # whose first steps warm up.
     rates: dict[int, tuple[int, float]] = {}
     previous, after_break = 0, True
     for record in records:
@@ -76,11 +85,8 @@ def curve_rows(run: Path) -> list[str]:
     for validation in (r for r in records if r["event"] == "validation"):
         seconds = sum(steps * BATCH_IMAGES / rate for step, (steps, rate) in rates.items()
                       if step <= validation["step"] and rate > 0)
-        clean = validation.get("without_distractors", validation)
         rows.append(f"| {run.name} | {validation['epoch']} | {validation['step']} "
-                    f"| {seconds / 60:.1f} | {_percent(validation['map@100'])} "
-                    f"| {_percent(validation['per_level'].get('6'))} "
-                    f"| {_percent(clean['map@100'])} | {_percent(clean['per_level'].get('6'))} |")
+                    f"| {seconds / 60:.1f} | " + " | ".join(_scores(validation)) + " |")
     return rows
 
 

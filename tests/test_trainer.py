@@ -256,7 +256,6 @@ def test_best_checkpoint_is_written_and_loadable(data_dir, full_run):
     assert record["lr"] == 1e-3 and record["images_per_s"] > 0
 
 
-
 def test_logged_training_rate_leaves_out_the_validation_between_epochs(data_dir, tmp_path,
                                                                        monkeypatch):
     """A validation that takes 1,000 s of a (fake) clock must not enter the next interval's
@@ -282,6 +281,7 @@ def test_logged_training_rate_leaves_out_the_validation_between_epochs(data_dir,
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert len(log_records(tmp_path / "run", "validation")) == 2
     assert min(r["images_per_s"] for r in records) > 1.0
+
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
     expected, actual = final_weights(reference), final_weights(resumed)
