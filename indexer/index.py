@@ -320,10 +320,16 @@ class RetrievalIndex:
             )
 
     def _check_fingerprint(self, fingerprint: str, origin: str) -> None:
+        """Refuse vectors of another model, saying which model built the index and what to do:
+        a shipped name resolves to new weights after an upgrade, so the name alone can match."""
         if fingerprint != self.fingerprint:
+            built_by = self._manifest.model.get("name")
+            model = f" (model {built_by!r})" if built_by else ""
             raise FingerprintMismatchError(
-                f"{origin}: model fingerprint {fingerprint!r} differs from {self.fingerprint!r} "
-                f"that built {self.directory}; vectors of different models are not comparable"
+                f"{origin}: model fingerprint {fingerprint!r} differs from {self.fingerprint!r}"
+                f"{model} that built {self.directory}; vectors of different models are not "
+                "comparable: build the index again with this model, or use the checkpoint "
+                "folder that built it"
             )
 
     def _searcher(self, k: int) -> faiss.Index:

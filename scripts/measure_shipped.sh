@@ -7,6 +7,11 @@
 #   STAGES=100k bash scripts/measure_shipped.sh          # about an hour on the 2-core CPU
 #   ENGINE_ARGS="--engine ray" STAGES=100k bash scripts/measure_shipped.sh   # on Ray (README
 #                                                        # "Scale out"): 1.5x on these 2 cores
+#   METHODS=blur-aware STAGES=100k bash scripts/measure_shipped.sh   # after only one model
+#                                                        # changed: the others' rows still hold
+#                                                        # where a stage scores each model alone
+#                                                        # (test, 100k; not rerank10k, whose
+#                                                        # re-ranking uses blur-aware for all)
 #
 # Stages: test (mAP@100 of the four on the test split, no distractors), tune (re-ranking
 # parameters chosen on val with the new locator, written to the dense checkpoint's dense.json),
@@ -21,7 +26,7 @@ DATA=${DATA:-data/small}
 RUNS=${RUNS:-runs/measure}
 REPORTS=${REPORTS:-docs/figures}
 STAGES=${STAGES:-test tune rerank10k latency figure demo}
-METHODS=blur-aware,standard,sharp-only,blur-aware-no-be
+METHODS=${METHODS:-blur-aware,standard,sharp-only,blur-aware-no-be}
 read -r -a ENGINE <<< "${ENGINE_ARGS:-}"  # added to every bench map, e.g. --engine ray
 
 mkdir -p "$RUNS"

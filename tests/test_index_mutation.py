@@ -115,6 +115,17 @@ def test_vectors_of_another_model_are_refused(index_dir: Path) -> None:
     assert index.count == 10
 
 
+def test_refusal_names_the_model_that_built_the_index_and_the_way_out(tmp_path: Path) -> None:
+    """After an upgrade a shipped name resolves to new weights: the name alone matches, so the
+    message must say which model built the index and what to do."""
+    build_index(virtual_source(4), FakeEmbedder(dim=DIM), tmp_path / "idx", progress=False,
+                model_name="blur-aware")
+    upgraded = FakeEmbedder(dim=DIM, fingerprint="blur-aware-v2")
+    with pytest.raises(FingerprintMismatchError,
+                       match=r"'blur-aware-v2'.*\(model 'blur-aware'\).*build the index again"):
+        open_index(tmp_path / "idx").search_images([{"row": 1}], upgraded, k=1)
+
+
 @pytest.mark.parametrize(("vectors", "problem"), [
     (np.ones((2, DIM), np.float32), "L2-normalised"),
     (np.full((1, DIM), np.nan, np.float32), "L2-normalised"),
