@@ -156,7 +156,7 @@ class RetrievalIndex:
     def search_images(self, items: Sequence[Any], embedder: EmbedderLike, k: int,
                       progress: bool = False) -> ImageSearch:
         """Embed `items` and search them; items that fail to embed are reported, not fatal."""
-        self._check_fingerprint(embedder.fingerprint, "query embedder")
+        self.check_fingerprint(embedder.fingerprint, "query embedder")
         self.check_k(k)
         return self.search_embedded(embedder.embed(list(items), progress=progress), k,
                                     embedder.fingerprint)
@@ -164,7 +164,7 @@ class RetrievalIndex:
     def search_embedded(self, embedded: EmbedResultLike, k: int, fingerprint: str) -> ImageSearch:
         """Search what an embedder with `fingerprint` returned, when the caller needs the
         embedding result itself too (the server reads the blur and box predictions from it)."""
-        self._check_fingerprint(fingerprint, "query embedder")
+        self.check_fingerprint(fingerprint, "query embedder")
         ok = np.asarray(embedded.ok, dtype=np.int64)
         if len(ok) == 0:
             return ImageSearch(results=[], errors=sorted(embedded.errors))
@@ -241,7 +241,7 @@ class RetrievalIndex:
         where the items are embedded (see `indexer.shards.embed_in_shards`).
         """
         self._require_writable()
-        self._check_fingerprint(embedder.fingerprint, f"{source.origin} embedder")
+        self.check_fingerprint(embedder.fingerprint, f"{source.origin} embedder")
         source = with_content_hashes(source, progress)
         duplicates = (np.zeros(0, dtype=np.int64) if allow_duplicates
                       else already_indexed(self._table, source.metadata))
@@ -259,7 +259,7 @@ class RetrievalIndex:
                     origin: str = "<vectors>") -> np.ndarray:
         """Append unit vectors with one metadata row each; returns their new, never-reused ids."""
         self._require_writable()
-        self._check_fingerprint(fingerprint, origin)
+        self.check_fingerprint(fingerprint, origin)
         vectors = validated_vectors(vectors, self.dim, origin)
         check_metadata(rows, origin)
         if rows.num_rows != len(vectors):
@@ -319,7 +319,7 @@ class RetrievalIndex:
                 "use open_index(..., mmap=False) to modify it"
             )
 
-    def _check_fingerprint(self, fingerprint: str, origin: str) -> None:
+    def check_fingerprint(self, fingerprint: str, origin: str) -> None:
         """Refuse vectors of another model, saying which model built the index and what to do:
         a shipped name resolves to new weights after an upgrade, so the name alone can match."""
         if fingerprint != self.fingerprint:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from benchmark.commands.main import main
 from indexer.api import build_index, open_index, source_from_folder, source_from_paths
+from indexer.errors import FingerprintMismatchError
 from indexer.serve import live as live_module
 from indexer.serve.limits import MAX_REQUEST_BYTES
 from indexer.serve.search import MAX_FILES, ImageNotFoundError, load_searcher
@@ -253,6 +254,25 @@ def test_image_urls_never_leak_a_file(client, path):
 def test_thumbnails_take_only_index_ids(searcher, given):
     with pytest.raises(ImageNotFoundError, match="ids are integers"):
         searcher.thumbnail(given)
+
+
+def test_a_checkpoint_retrained_in_place_is_refused_naming_the_model_and_the_way_out(tmp_path):
+    """An upgrade gives a shipped name new weights: serve must refuse the old index the way
+    query does, naming the model that built it and what to do."""
+    for i in range(2):
+        _picture(i).save(tmp_path / f"img{i}.png")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "net", BlurAwareNet("test_byobnet", embedding_dim=16).eval(),
+                    {"image_size": [32, 48]})
+    embedder = load_embedder(str(tmp_path / "net"), device="cpu", workers=0)
+    build_index(source_from_paths([tmp_path / "img0.png", tmp_path / "img1.png"]), embedder,
+                tmp_path / "idx", device="cpu", progress=False, model_name=str(tmp_path / "net"))
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "net", BlurAwareNet("test_byobnet", embedding_dim=16).eval(),
+                    {"image_size": [32, 48]})
+    with pytest.raises(FingerprintMismatchError,
+                       match=r"^serve: the loaded checkpoint: .*\(model '.*net'\).*build the index again"):
+        load_searcher(tmp_path / "idx", "cpu")
 
 
 def test_health_names_the_model_the_index_and_the_device(client, searcher):

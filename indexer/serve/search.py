@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from indexer.embedder_protocol import EmbedderLike
-from indexer.errors import FingerprintMismatchError
 from indexer.index import ImageSearch, QueryHits
 from indexer.models import load_embedder, model_of
 from indexer.serve.live import LiveIndex
@@ -59,11 +58,7 @@ class Searcher:
     """One embedder and one live index, loaded once and shared by every request."""
 
     def __init__(self, live: LiveIndex, embedder: EmbedderLike) -> None:
-        if live.current().fingerprint != embedder.fingerprint:
-            raise FingerprintMismatchError(
-                f"{live.directory}: built by model {live.current().fingerprint}, but the loaded "
-                f"checkpoint has fingerprint {embedder.fingerprint}; was it retrained in place?"
-            )
+        live.current().check_fingerprint(embedder.fingerprint, "serve: the loaded checkpoint")
         self.live = live
         self.embedder = embedder
         # One forward pass at a time: each already uses every torch thread, and on CPU
