@@ -35,7 +35,8 @@
 #   STAGES=photos BASE=runs/base MODELS=standard bash scripts/train_shipped.sh   # fine-tune only,
 #                                                     # from the base checkpoints in runs/base
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
-#   EMBEDDING_DIM=256 bash scripts/train_shipped.sh   # 256-d vectors (the shipped ones are 128-d)
+#   EMBEDDING_DIM=256 bash scripts/train_shipped.sh   # 256-d vectors for all four (by default
+#                                                     # blur-aware 256, the other three 128)
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
@@ -58,10 +59,9 @@ STAGES=${STAGES:-base photos}
 BASE=${BASE:-$RUNS}  # where the photos stage finds RUNS/<name> of the base stage
 PHOTOS=${PHOTOS:-skimage}
 PHOTO_SHARE=${PHOTO_SHARE:-0.25}
-# The vectors' width, for every model and both stages (the photos stage starts from the base
-# weights, so they must agree). 128 is what ships; 256 led at 1,000 steps and at the hour scale
-# on validation among distractors (docs/results.md "Training against look-alikes").
-EMBEDDING_DIM=${EMBEDDING_DIM:-128}
+# The vectors' width, the same in both stages (the photos stage starts from the base weights).
+# EMBEDDING_DIM, when set, gives every model that width instead of its own below.
+EMBEDDING_DIM=${EMBEDDING_DIM:-}
 # shellcheck source=scripts/lib/precision.sh
 . scripts/lib/precision.sh
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
@@ -83,13 +83,22 @@ declare -A CLS_WEIGHT=(  # base photos
   [sharp-only]="1 0.1"
   [blur-aware-no-be]="1 0.1"
 )
+# 256-d vectors led 128-d ones at 1,000 steps and at the hour scale on validation among
+# distractors at the same cost per step (docs/results.md "Training against look-alikes"); the
+# shipped blur-aware has them, the other three were trained before with 128.
+declare -A DIM=(
+  [blur-aware]=256
+  [standard]=128
+  [sharp-only]=128
+  [blur-aware-no-be]=128
+)
 declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base photos
   [blur-aware]="9 500 6 500"
   [standard]="4 550 6 275"
   [sharp-only]="9 500 6 500"
   [blur-aware-no-be]="9 500 6 500"
 )
-COMMON=(--batch 32,4 --schedule cosine --embedding-dim "$EMBEDDING_DIM"
+COMMON=(--batch 32,4 --schedule cosine
         --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
         --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION" --workers "$WORKERS"
         --val-distractors "$VAL_DISTRACTORS" -q)
@@ -115,7 +124,8 @@ train_one() {  # train_one NAME STAGE
   [ -f "$out/train_state.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
   $BIN train "$DATA" --out "$out" ${ARGS[$name]} --cls-weight "$cls" --epochs "$epochs" \
-    --steps-per-epoch "$steps" "${stage_args[@]}" "${COMMON[@]}" "${resume[@]}" \
+    --steps-per-epoch "$steps" --embedding-dim "${EMBEDDING_DIM:-${DIM[$name]}}" \
+    "${stage_args[@]}" "${COMMON[@]}" "${resume[@]}" \
     >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long this one took.
   echo "$(date -u +%FT%TZ) $name $stage ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
