@@ -18,6 +18,7 @@ import click
 import numpy as np
 import torch
 
+from benchmark.commands.options import validation_set_options
 from retrieval.embed import Embedder
 from retrieval.model import load_checkpoint
 from retrieval.train.diagnostics import summary_line, validation_among_distractors
@@ -46,11 +47,7 @@ class _MeanHidden:
 
 
 @click.command()
-@click.argument("checkpoint")
-@click.option("--data", "data_dir", default="data/small", show_default=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--queries", default=1000, show_default=True, type=click.IntRange(min=1))
-@click.option("--distractors", default=10000, show_default=True, type=click.IntRange(min=0))
+@validation_set_options
 def main(checkpoint: str, data_dir: Path, queries: int, distractors: int) -> None:
     model, config = load_checkpoint(checkpoint)
     if model.blur_branch is None:

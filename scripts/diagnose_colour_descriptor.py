@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.commands.options import validation_set_options
 from retrieval.embed import Embedder, EmbedResult
 from retrieval.model import NetOutput, load_checkpoint
 from retrieval.model.crop import crop_squares, square_crop_boxes
@@ -77,11 +78,7 @@ class Columns:
 
 
 @click.command()
-@click.argument("checkpoint")
-@click.option("--data", "data_dir", default="data/small", show_default=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--queries", default=1000, show_default=True, type=click.IntRange(min=1))
-@click.option("--distractors", default=10000, show_default=True, type=click.IntRange(min=0))
+@validation_set_options
 @click.option("--bins", default=6, show_default=True, type=click.IntRange(2, 16))
 @click.option("--weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Weight of the histogram against the unit embedding in (c).")

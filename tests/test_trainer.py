@@ -168,6 +168,9 @@ def test_validation_follows_the_benchmark_protocol_and_scores_a_perfect_embedder
     assert metrics["map@100"] == 1.0
     assert metrics["queries"] == len(validation.queries) and metrics["database"] == 6
     assert all(v in (1.0, None) for v in metrics["per_level"].values())
+    # One-hot vectors of 3 instances, 2 images each: covariance diag(1/3) - 1/9, whose variance
+    # spreads evenly over 2 directions.
+    assert metrics["participation_ratio"] == pytest.approx(2.0)
 
     capped = build_validation_set(items, table, data_dir / "manifest.parquet", max_queries=4)
     assert len(capped.queries) == 4 and capped.queries[0] == validation.queries[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -75,3 +76,19 @@ def writable_file(ctx: click.Context | None, param: click.Parameter | None,
         except UnwritablePathError as error:
             raise click.BadParameter(f"cannot write {value}: {error}") from error
     return value
+
+
+def validation_set_options(command: Callable) -> Callable:
+    """The CHECKPOINT argument and the --data, --queries, --distractors options of the diagnosis
+    scripts (scripts/diagnose_*.py), so that every one picks its validation set the same way."""
+    decorators = (
+        click.argument("checkpoint"),
+        click.option("--data", "data_dir", default="data/small", show_default=True,
+                     type=click.Path(exists=True, file_okay=False, path_type=Path)),
+        click.option("--queries", default=1000, show_default=True, type=click.IntRange(min=1)),
+        click.option("--distractors", default=10000, show_default=True,
+                     type=click.IntRange(min=0)),
+    )
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command

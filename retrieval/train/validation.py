@@ -30,6 +30,7 @@ from retrieval.sim.layout import (
     select_database_exposure,
     select_query_exposures,
 )
+from retrieval.train.embedding_stats import participation_ratio, variance_shares
 from retrieval.train.errors import TrainDataError
 
 TOP_K = 100
@@ -96,49 +97,81 @@ def build_validation_set(
     )
 
 
-def evaluate(embedder: Embedder, validation: ValidationSet, progress: bool = False) -> dict[str, Any]:
-    """mAP@100 (standard) overall and per blur level 1..6; None where nothing was scored.
+@dataclass(frozen=True)
+class ValidationVectors:
+    """A validation set's embeddings (the images that embedded), with their labels."""
 
-    With distractors, "map@100" and "per_level" are measured among them (the figures a
-    checkpoint is chosen by) and "without_distractors" holds the same against the val database
-    alone. Images that fail to embed are counted in "failed_images" and left out (a failed
-    database image is simply absent, a failed query is not scored).
-    """
+    queries: np.ndarray  # float32 [Q, D]
+    query_labels: np.ndarray  # int64 [Q]
+    levels: np.ndarray  # int64 [Q] blur level per query
+    database: np.ndarray  # float32 [N, D], the val database alone
+    database_labels: np.ndarray  # int64 [N]
+    distractors: np.ndarray | None  # float32 [M, D], or None without distractors
+    failed_images: int
+
+
+def embed_validation(embedder: Embedder, validation: ValidationSet,
+                     progress: bool = False) -> ValidationVectors:
+    """Embed queries, database and distractors. Images that fail to embed are counted in
+    `failed_images` and left out (a failed database image is simply absent, a failed query is
+    not scored)."""
     num_queries = len(validation.queries)
     result = embedder.embed(validation.queries + validation.database, progress=progress)
     is_query = result.ok < num_queries
     query_index = result.ok[is_query]
     database_index = result.ok[~is_query] - num_queries
-    query_labels = validation.query_instances[query_index]
-    database_labels = validation.database_instances[database_index]
-    levels = validation.query_levels[query_index]
-    queries, database = result.vectors[is_query], result.vectors[~is_query]
     failed = len(result.errors)
-    metrics: dict[str, Any] = {}
-    labels = database_labels
+    distractors = None
     if validation.distractors is not None and len(validation.distractors):
         extra = embedder.embed(list(validation.distractors), progress=progress)
         failed += len(extra.errors)
-        database = np.concatenate([database, extra.vectors])
-        labels = np.concatenate([database_labels, np.full(len(extra.ok), -1, dtype=np.int64)])
-        metrics["distractors"] = len(extra.ok)
+        distractors = extra.vectors
+    return ValidationVectors(
+        queries=result.vectors[is_query], query_labels=validation.query_instances[query_index],
+        levels=validation.query_levels[query_index], database=result.vectors[~is_query],
+        database_labels=validation.database_instances[database_index], distractors=distractors,
+        failed_images=failed)
 
-    scores = queries @ database.T  # the val database's columns first, then the distractors'
-    overall, per_level = score_ranking(rank_by_scores(scores, TOP_K), query_labels, labels, levels)
+
+def score_vectors(vectors: ValidationVectors) -> dict[str, Any]:
+    """mAP@100 (standard) overall and per blur level 1..6; None where nothing was scored.
+
+    With distractors, "map@100" and "per_level" are measured among them (the figures a
+    checkpoint is chosen by) and "without_distractors" holds the same against the val database
+    alone. "participation_ratio" is how many directions the val database's vectors effectively
+    spread over (`embedding_stats.participation_ratio`), to watch a run's vectors narrow.
+    """
+    database, labels = vectors.database, vectors.database_labels
+    metrics: dict[str, Any] = {}
+    if vectors.distractors is not None:
+        database = np.concatenate([database, vectors.distractors])
+        labels = np.concatenate([labels, np.full(len(vectors.distractors), -1, dtype=np.int64)])
+        metrics["distractors"] = len(vectors.distractors)
+
+    scores = vectors.queries @ database.T  # the val database's columns first, then the distractors'
+    overall, per_level = score_ranking(rank_by_scores(scores, TOP_K), vectors.query_labels,
+                                       labels, vectors.levels)
     if metrics:
         clean, clean_levels = score_ranking(
-            rank_by_scores(scores[:, :len(database_labels)], TOP_K), query_labels,
-            database_labels, levels)
+            rank_by_scores(scores[:, :len(vectors.database_labels)], TOP_K),
+            vectors.query_labels, vectors.database_labels, vectors.levels)
         metrics["without_distractors"] = {f"map@{TOP_K}": clean["mean"], "per_level": clean_levels}
     return {
         f"map@{TOP_K}": overall["mean"],
         "per_level": per_level,
         "queries": overall["count"],
         "queries_without_positive": overall["no_positive_count"],
-        "database": len(database_index),
-        "failed_images": failed,
+        "database": len(vectors.database_labels),
+        "failed_images": vectors.failed_images,
+        "participation_ratio": (participation_ratio(variance_shares(vectors.database))
+                                if len(vectors.database) >= 2 else None),
         **metrics,
     }
+
+
+def evaluate(embedder: Embedder, validation: ValidationSet, progress: bool = False) -> dict[str, Any]:
+    """`score_vectors` of `embed_validation`: what a training run is validated and kept by."""
+    return score_vectors(embed_validation(embedder, validation, progress))
 
 
 def score_ranking(ranked: np.ndarray, query_labels: np.ndarray, database_labels: np.ndarray,
