@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from tqdm import tqdm
 
 from benchmark.commands.options import validation_set_options
 from retrieval.embed import Embedder
@@ -98,7 +99,8 @@ def _training_vectors(embedder: Embedder, data_dir: Path, size: tuple[int, int],
     sampler = PKSampler(data.classes, data.trajectories, min(32, data.num_classes), 4,
                         WHITENING_SEED)
     vectors, labels = [], []
-    for position, rows in enumerate(sampler.epoch_batches(0, batches)):
+    plan = sampler.epoch_batches(0, batches)
+    for position, rows in enumerate(tqdm(plan, desc="whitening batches", unit="batch")):
         pixels = stream.batch(rows, 0, position)["pixels"].numpy()
         vectors.append(embedder.embed(list(pixels)).vectors)
         labels.append(data.classes[rows])
