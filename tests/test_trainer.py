@@ -405,6 +405,20 @@ def test_cli_softmax_contrastive_loss_trains_and_is_recorded(data_dir, tmp_path)
         Trainer(settings(data_dir, tmp_path / "bad", con_loss="triplet"))
 
 
+def test_cli_spread_weight_trains_is_logged_and_recorded(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(data_dir, "--out", out, *TINY_ARGS, "--spread-weight", "0.5",
+                     "--log-every", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["training"]["spread_weight"] == 0.5
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any(math.isfinite(record["loss"]["spread"]) for record in logged if "loss" in record)
+    assert Trainer(settings(data_dir, tmp_path / "other", spread_weight=0.5)
+                   ).loss_config.weights.spread == 0.5
+    refused = run_cli(data_dir, "--out", tmp_path / "bad", *TINY_ARGS, "--spread-weight", "-1")
+    assert refused.exit_code == 2 and "--spread-weight" in refused.output
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -158,6 +158,10 @@ _POSITIVE = click.IntRange(min=1)
                    "over all other instances of the batch (and the memory) with its positives.")
 @click.option("--con-temperature", type=click.FloatRange(min=0, max=1, min_open=True),
               default=0.1, show_default=True, help="Temperature of --con-loss softmax.")
+@click.option("--spread-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of a spread-out term: the cosines between different instances of "
+                   "the batch are pulled to mean 0 and mean square 1/dim, as random directions "
+                   "have, so the vectors use more of their width; 0: off.")
 @click.option("--init-from", metavar="MODEL",
               help="Start from this checkpoint's weights (a folder or shipped name) instead of "
                    "from scratch; the method, backbone, head and sizes must be its own.")
@@ -184,7 +188,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
                   hard_negatives, lookalikes, memory, memory_start, train_instances,
                   train_trajectories, val_distractors, detach_blur, isolate_blur, blur_input, be_weight,
                   cls_margin, cls_scale, cls_weight, con_margin, con_loss, con_temperature,
-                  init_from, photos, photo_share,
+                  spread_weight, init_from, photos, photo_share,
                   max_val_queries, stop_at_step,
                   device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
@@ -215,6 +219,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         blur_input=blur_input,
         cls_margin=cls_margin, cls_weight=cls_weight,
         con_margin=con_margin, con_loss=con_loss, con_temperature=con_temperature,
+        spread_weight=spread_weight,
         cls_scale=cls_scale, head=head, crop_size=crop_size,
         predicted_crop_fraction=predicted_crops, max_val_queries=max_val_queries,
         device=resolve_device(device), precision=precision, resume=resume,

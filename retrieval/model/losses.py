@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from retrieval.model.batch_softmax import batch_softmax_loss
 from retrieval.model.network import NetOutput
+from retrieval.model.spread import spread_out_loss
 
 LOSS_NAMES = ("con", "cls", "be", "loc")
 # L_con as published (mined pairs with a margin), or a softmax over the whole batch
@@ -193,6 +194,7 @@ class LossWeights:
     cls: float = 0.1
     be: float = 1.0
     loc: float = 10.0
+    spread: float = 0.0  # spread-out regulariser (retrieval.model.spread); not published, 0: off
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,8 @@ def total_loss(
     `head_logits` is the MarginSoftmaxHead output with labels (needed only for "cls"). `batch`
     holds "instance" (class index), "trajectory", "blur_value" ([B], v = 1 - BS) and "box"
     ([B, 4]); only the keys the enabled losses use are read. `memory`: negatives for L_con from
-    earlier batches (`contrastive_loss`). Returns the total and the
+    earlier batches (`contrastive_loss`). A positive `weights.spread` adds the spread-out
+    regulariser over the batch's embeddings. Returns the total and the
     unweighted value of each enabled loss plus "total", as floats for logging.
     """
     _require_heads(output, head_logits, config.enabled)
@@ -263,6 +266,8 @@ def total_loss(
         terms["be"] = blur_l1(output.blur_value, _batch_field(batch, "blur_value"))
     if "loc" in config.enabled:
         terms["loc"] = box_l1(output.box, _batch_field(batch, "box"))
+    if config.weights.spread > 0:
+        terms["spread"] = spread_out_loss(output.embedding, _batch_field(batch, "instance"))
     total = sum(getattr(config.weights, name) * value for name, value in terms.items())
     parts = {name: float(value.detach()) for name, value in terms.items()}
     parts["total"] = float(total.detach())

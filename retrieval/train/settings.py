@@ -66,6 +66,7 @@ class TrainSettings:
     con_margin: float = 0.7  # distance beyond which negatives stop costing (published)
     con_loss: str = "pairs"  # L_con's kind (losses.CONTRASTIVE_KINDS): published pairs or softmax
     con_temperature: float = 0.1  # of the softmax kind
+    spread_weight: float = 0.0  # weight of the spread-out regulariser (model.spread); 0: off
     max_val_queries: int | None = 2000
     val_batch_size: int = 64
     device: str = "cpu"
@@ -103,7 +104,8 @@ def loss_config(settings: TrainSettings, losses: frozenset[str]) -> LossConfig:
     """The losses a run trains, weighed and shaped as its settings say (TrainError if invalid)."""
     try:
         return LossConfig(enabled=losses,
-                          weights=LossWeights(cls=settings.cls_weight, be=settings.be_weight),
+                          weights=LossWeights(cls=settings.cls_weight, be=settings.be_weight,
+                                              spread=settings.spread_weight),
                           margin=settings.con_margin, hard_negatives=settings.hard_negatives,
                           con_kind=settings.con_loss, temperature=settings.con_temperature)
     except ValueError as exc:

@@ -391,6 +391,7 @@ class Trainer:
                 "stream": "composite" if self.stream is not None else "files",
                 "con_margin": settings.con_margin, "precision": self.precision,
                 "con_loss": settings.con_loss, "con_temperature": settings.con_temperature,
+                "spread_weight": settings.spread_weight,
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
                 **({"photos": settings.photos, "photo_share": settings.photo_share}
                    if settings.photos else {}),
