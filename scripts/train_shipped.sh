@@ -92,6 +92,15 @@ declare -A DIM=(
   [sharp-only]=128
   [blur-aware-no-be]=128
 )
+# Contrastive margin (train --con-margin): 1.2 (cosine below 0.28 for a negative to cost nothing)
+# led the published 0.7 at 1,000 steps and at the hour scale on validation among distractors
+# (docs/results.md "Training against look-alikes"); the other three were trained before with 0.7.
+declare -A CON_MARGIN=(
+  [blur-aware]=1.2
+  [standard]=0.7
+  [sharp-only]=0.7
+  [blur-aware-no-be]=0.7
+)
 declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base photos
   [blur-aware]="9 500 6 500"
   [standard]="4 550 6 275"
@@ -125,6 +134,7 @@ train_one() {  # train_one NAME STAGE
   # shellcheck disable=SC2086
   $BIN train "$DATA" --out "$out" ${ARGS[$name]} --cls-weight "$cls" --epochs "$epochs" \
     --steps-per-epoch "$steps" --embedding-dim "${EMBEDDING_DIM:-${DIM[$name]}}" \
+    --con-margin "${CON_MARGIN[$name]}" \
     "${stage_args[@]}" "${COMMON[@]}" "${resume[@]}" \
     >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long this one took.
