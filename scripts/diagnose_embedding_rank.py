@@ -78,11 +78,10 @@ def _print_spread(database: np.ndarray) -> None:
 
 
 def _print_confusions(vectors: ValidationVectors) -> None:
+    groups = vectors.database_labels // INSTANCE_STRIDE
     counts = stats.rank_confusions(
         vectors.queries @ vectors.database.T, vectors.query_labels,
-        vectors.query_labels // INSTANCE_STRIDE, vectors.database_labels,
-        vectors.database_labels // INSTANCE_STRIDE)
-    groups = vectors.database_labels // INSTANCE_STRIDE
+        vectors.query_labels // INSTANCE_STRIDE, vectors.database_labels, groups)
     click.echo(f"val database images scored above a query's best positive ({counts['queries']} "
                f"queries): {counts['same_group_above']} of its category, "
                f"{counts['other_group_above']} of others ({len(np.unique(groups))} categories); "

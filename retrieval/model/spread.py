@@ -26,7 +26,8 @@ def spread_out_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     different = torch.triu(different, diagonal=1)  # each unordered pair once
     if not bool(different.any()):
         return embeddings.sum() * 0.0
-    cosines = (embeddings.float() @ embeddings.float().T)[different]
+    vectors = embeddings.float()
+    cosines = (vectors @ vectors.T)[different]
     first_moment = cosines.mean()
     second_moment = cosines.pow(2).mean()
     uniform_second_moment = 1.0 / embeddings.shape[1]
