@@ -54,6 +54,7 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [dim256-no-be-cls0.1]="--embedding-dim 256 --losses con,cls,loc --cls-weight 0.1"  # its ablation
   [dim256-m1.0-cls0.1]="--embedding-dim 256 --con-margin 1.0 --cls-weight 0.1"  # negatives kept
   [dim256-m1.2-cls0.1]="--embedding-dim 256 --con-margin 1.2 --cls-weight 0.1"  # farther apart
+  [dim256-m1.4-cls0.1]="--embedding-dim 256 --con-margin 1.4 --cls-weight 0.1"  # to cosine 0.02
   [dim256-m1.2-spread1-cls0.1]="--embedding-dim 256 --con-margin 1.2 --spread-weight 1 --cls-weight 0.1"
   [dim256-softmax0.3-cls0.1]="--embedding-dim 256 --con-loss softmax --con-temperature 0.3 --cls-weight 0.1"
   [softmax-memory-cls0.1]="--con-loss softmax --memory 4096 --cls-weight 0.1"  # with the memory

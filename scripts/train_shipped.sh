@@ -67,10 +67,10 @@ EMBEDDING_DIM=${EMBEDDING_DIM:-}
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
 
 # Classification weight: blur-aware was trained with the published 0.1, which beat 1 side by
-# side (scripts/compare_recipes.sh, docs/results.md "Training against look-alikes"); the base
-# stages of the other three were trained with 1. In the photos stage sharp-only and
-# blur-aware-no-be take 0.1 too, so the ablation differs from blur-aware only by L_be; standard
-# keeps the 1 it was compared with (scripts/compare_transfer.sh).
+# side (scripts/compare_recipes.sh, docs/results.md "Training against look-alikes"), and so is the
+# ablation blur-aware-no-be; the base stages of standard and sharp-only were trained with 1. In
+# the photos stage sharp-only takes 0.1 too; standard keeps the 1 it was compared with
+# (scripts/compare_transfer.sh).
 declare -A ARGS=(
   [blur-aware]="--method blur-aware"
   [standard]="--method standard"
@@ -81,25 +81,27 @@ declare -A CLS_WEIGHT=(  # base photos
   [blur-aware]="0.1 0.1"
   [standard]="1 1"
   [sharp-only]="1 0.1"
-  [blur-aware-no-be]="1 0.1"
+  [blur-aware-no-be]="0.1 0.1"
 )
 # 256-d vectors led 128-d ones at 1,000 steps and at the hour scale on validation among
-# distractors at the same cost per step (docs/results.md "Training against look-alikes"); the
-# shipped blur-aware has them, the other three were trained before with 128.
+# distractors at the same cost per step (docs/results.md "Training against look-alikes"). The
+# ablation blur-aware-no-be takes blur-aware's whole recipe (width, margin, classification
+# weight), so the two differ only by L_be; standard and sharp-only were trained before with 128.
 declare -A DIM=(
   [blur-aware]=256
   [standard]=128
   [sharp-only]=128
-  [blur-aware-no-be]=128
+  [blur-aware-no-be]=256
 )
 # Contrastive margin (train --con-margin): 1.2 (cosine below 0.28 for a negative to cost nothing)
 # led the published 0.7 at 1,000 steps and at the hour scale on validation among distractors
-# (docs/results.md "Training against look-alikes"); the other three were trained before with 0.7.
+# (docs/results.md "Training against look-alikes"); standard and sharp-only were trained before
+# with 0.7.
 declare -A CON_MARGIN=(
   [blur-aware]=1.2
   [standard]=0.7
   [sharp-only]=0.7
-  [blur-aware-no-be]=0.7
+  [blur-aware-no-be]=1.2
 )
 declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base photos
   [blur-aware]="9 500 6 500"
@@ -115,6 +117,11 @@ COMMON=(--batch 32,4 --schedule cosine
 for stage in $STAGES; do
   case $stage in base|photos) ;; *) echo "STAGES: unknown stage '$stage' (base, photos)" >&2; exit 2 ;; esac
 done
+if [[ " $STAGES " == *" photos "* && $PHOTOS == skimage ]] &&
+   ! $PYTHON -c 'import skimage' 2> /dev/null; then  # fail now, not after the data is made
+  echo "PHOTOS=skimage needs scikit-image: $PYTHON -m pip install -e '.[photos]'" >&2
+  exit 2
+fi
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 
