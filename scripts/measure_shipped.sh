@@ -33,6 +33,12 @@ FOOTAGE=${FOOTAGE:-data/photo-footage}  # its videos; the benchmark set goes to 
 METHODS=${METHODS:-blur-aware,standard,sharp-only,blur-aware-no-be}
 read -r -a ENGINE <<< "${ENGINE_ARGS:-}"  # added to every bench map, e.g. --engine ray
 
+# shellcheck source=scripts/lib/require.sh
+. scripts/lib/require.sh
+if [[ " $STAGES " == *" footage "* && ! -f $FOOTAGE-set/manifest.parquet ]]; then
+  require_modules "$PYTHON" photos skimage  # checked now, not after the stages before it
+  require_modules "$PYTHON" video av
+fi
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 

@@ -117,10 +117,10 @@ COMMON=(--batch 32,4 --schedule cosine
 for stage in $STAGES; do
   case $stage in base|photos) ;; *) echo "STAGES: unknown stage '$stage' (base, photos)" >&2; exit 2 ;; esac
 done
-if [[ " $STAGES " == *" photos "* && $PHOTOS == skimage ]] &&
-   ! $PYTHON -c 'import skimage' 2> /dev/null; then  # fail now, not after the data is made
-  echo "PHOTOS=skimage needs scikit-image: $PYTHON -m pip install -e '.[photos]'" >&2
-  exit 2
+# shellcheck source=scripts/lib/require.sh
+. scripts/lib/require.sh
+if [[ " $STAGES " == *" photos "* && $PHOTOS == skimage ]]; then  # now, not after the data
+  require_modules "$PYTHON" photos skimage
 fi
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
