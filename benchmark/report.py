@@ -149,6 +149,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines.append(f"| {method['name']} | `{method['checkpoint']}` | `{method['fingerprint']}` "
                      f"| `{result['factory']}` ({kind}) | {ties} |")
     lines.append("")
+    lines += _merged_text(report.get("merged_from"))
     for key in METRICS:
         lines += [f"## {METRICS[key]}", "", *_markdown_table(report, key)]
     if any(result["approximate"] for result in report["results"].values()):
@@ -159,6 +160,15 @@ def markdown_report(report: dict[str, Any]) -> str:
               ""]
     lines += _images(report["files"])
     return "\n".join(lines)
+
+
+def _merged_text(sources: list[dict[str, Any]] | None) -> list[str]:
+    """Which runs a merged report's rows come from (`bench merge`)."""
+    if not sources:
+        return []
+    parts = [f"`{source['report']}` ({', '.join(source['results'])})" for source in sources]
+    return ["Merged by `bench merge` from runs on this benchmark set, later rows replacing "
+            "earlier ones of the same name: " + "; ".join(parts) + ".", ""]
 
 
 def _levels_text(counts: dict[str, int]) -> str:

@@ -7,11 +7,13 @@
 #   STAGES=100k bash scripts/measure_shipped.sh          # about an hour on the 2-core CPU
 #   ENGINE_ARGS="--engine ray" STAGES=100k bash scripts/measure_shipped.sh   # on Ray (README
 #                                                        # "Scale out"): 1.5x on these 2 cores
-#   METHODS=blur-aware STAGES=100k bash scripts/measure_shipped.sh   # after only one model
-#                                                        # changed: the others' rows still hold
-#                                                        # where a stage scores each model alone
-#                                                        # (test, 100k; not rerank10k, whose
-#                                                        # re-ranking uses blur-aware for all)
+#   METHODS=blur-aware-no-be STAGES="test 100k" bash scripts/measure_shipped.sh   # after only
+#                                                        # one model changed: its rows and grids
+#                                                        # replace its old ones in the published
+#                                                        # reports, the others' stay (`bench
+#                                                        # merge`); rerank10k measures all four
+#                                                        # when blur-aware is among METHODS, since
+#                                                        # re-ranking uses blur-aware for all
 #
 # Stages: test (mAP@100 of the four on the test split, no distractors), tune (re-ranking
 # parameters chosen on val with the new locator, written to the dense checkpoint's dense.json),
@@ -30,7 +32,10 @@ RUNS=${RUNS:-runs/measure}
 REPORTS=${REPORTS:-docs/figures}
 STAGES=${STAGES:-test tune rerank10k latency figure demo footage}
 FOOTAGE=${FOOTAGE:-data/photo-footage}  # its videos; the benchmark set goes to FOOTAGE-set
-METHODS=${METHODS:-blur-aware,standard,sharp-only,blur-aware-no-be}
+ALL_METHODS=blur-aware,standard,sharp-only,blur-aware-no-be
+METHODS=${METHODS:-$ALL_METHODS}
+RERANK_METHODS=$METHODS  # re-ranking's mirror term uses blur-aware: its change moves every row
+[[ ",$METHODS," == *,blur-aware,* ]] && RERANK_METHODS=$ALL_METHODS
 read -r -a ENGINE <<< "${ENGINE_ARGS:-}"  # added to every bench map, e.g. --engine ray
 
 # shellcheck source=scripts/lib/require.sh
@@ -49,19 +54,27 @@ timed() {  # timed STAGE COMMAND...: run it, keep its output and its /usr/bin/ti
   grep -E "Elapsed|Maximum resident" "$RUNS/$stage.time" | sed "s/^/$stage: /"
 }
 
-publish() {  # publish RUN_DIR REPORT_DIR [GRID...]: the report files of a bench map run, with
-  # every retrieval grid or only the named ones (the re-ranking run's grids would add 19 MB)
-  local run=$1 report=$2
-  shift 2
-  rm -rf "$report"
-  mkdir -p "$report"
-  cp "$run"/report.md "$run"/report.json "$run"/map_by_blur_level.png "$report"/
-  [ -d "$run/grids" ] || return 0
-  if [ $# = 0 ]; then cp -r "$run/grids" "$report"/; return 0; fi
-  mkdir -p "$report/grids"
-  for grid in "$@"; do  # a grid of a method not in METHODS is left out
-    [ ! -f "$run/grids/$grid" ] || cp "$run/grids/$grid" "$report/grids/"
-  done
+publish() {  # publish METHODS RUN_DIR REPORT_DIR [GRID...]: the report files of a bench map
+  # run of METHODS, with every retrieval grid or only the named ones (the re-ranking run's grids
+  # would add 19 MB); a run of only some of the four is merged into the published report
+  local methods=$1 run=$2 report=$3 staged=$2/published
+  shift 3
+  rm -rf "$staged"
+  mkdir -p "$staged"
+  cp "$run"/report.md "$run"/report.json "$run"/map_by_blur_level.png "$staged"/
+  if [ -d "$run/grids" ] && [ $# = 0 ]; then cp -r "$run/grids" "$staged"/; fi
+  if [ -d "$run/grids" ] && [ $# != 0 ]; then
+    mkdir -p "$staged/grids"
+    for grid in "$@"; do  # a grid of a method not in METHODS is left out
+      [ ! -f "$run/grids/$grid" ] || cp "$run/grids/$grid" "$staged/grids/"
+    done
+  fi
+  if [ "$methods" != "$ALL_METHODS" ] && [ -f "$report/report.json" ]; then
+    $BIN bench merge "$report" "$staged" --out "$report" > /dev/null
+  else
+    rm -rf "$report"
+    cp -r "$staged" "$report"
+  fi
 }
 
 for stage in $STAGES; do
@@ -69,15 +82,15 @@ for stage in $STAGES; do
     test)
       timed test $BIN bench map --data "$DATA" --distractors 0 --methods "$METHODS" \
         --out "$RUNS/map-small" "${ENGINE[@]}" -q
-      publish "$RUNS/map-small" "$REPORTS/map_small_test" ;;
+      publish "$METHODS" "$RUNS/map-small" "$REPORTS/map_small_test" ;;
     tune)
       timed tune $PYTHON scripts/tune_rerank.py "$DATA" --k 50 --distractors 10000 \
         --report retrieval/checkpoints/dense/tune_rerank.json \
         --write retrieval/checkpoints/dense/dense.json ;;
     rerank10k)
-      timed rerank10k $BIN bench map --data "$DATA" --distractors 10000 --methods "$METHODS" \
-        --out "$RUNS/rerank-10k" --rerank 50 "${ENGINE[@]}" -q
-      publish "$RUNS/rerank-10k" "$REPORTS/rerank_small_10k" level5_blur-aware.png \
+      timed rerank10k $BIN bench map --data "$DATA" --distractors 10000 \
+        --methods "$RERANK_METHODS" --out "$RUNS/rerank-10k" --rerank 50 "${ENGINE[@]}" -q
+      publish "$RERANK_METHODS" "$RUNS/rerank-10k" "$REPORTS/rerank_small_10k" level5_blur-aware.png \
         level5_blur-aware_rerank50.png level6_blur-aware.png level6_blur-aware_rerank50.png ;;
     latency)
       timed latency $PYTHON scripts/rerank_latency.py "$DATA" --json "$REPORTS/rerank_latency.json" ;;
@@ -94,11 +107,12 @@ for stage in $STAGES; do
       fi
       timed footage $BIN bench map --data "$FOOTAGE-set" --methods "$METHODS" --factory exact \
         --out "$RUNS/footage" -q
-      publish "$RUNS/footage" "$REPORTS/footage_shipped" level6_blur-aware.png level6_standard.png ;;
+      publish "$METHODS" "$RUNS/footage" "$REPORTS/footage_shipped" level6_blur-aware.png \
+        level6_standard.png ;;
     100k)
       timed 100k $BIN bench map --data "$DATA" --distractors 100000 --methods "$METHODS" \
         --out "$RUNS/map-100k" "${ENGINE[@]}" -q
-      publish "$RUNS/map-100k" "$REPORTS/map_small_100k" ;;
+      publish "$METHODS" "$RUNS/map-100k" "$REPORTS/map_small_100k" ;;
     *)
       echo "unknown stage '$stage'; stages: test tune rerank10k latency figure demo footage 100k" >&2
       exit 2 ;;

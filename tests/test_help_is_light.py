@@ -56,8 +56,8 @@ def test_help_of_every_command_imports_no_torch():
 
 def test_every_command_is_still_there():
     assert _all_commands(main) == {
-        "bench", "bench index", "bench map", "bench sim", "bench speed", "demo", "index",
-        "index add", "index build", "index dense", "index info", "index remove", "query",
+        "bench", "bench index", "bench map", "bench merge", "bench sim", "bench speed", "demo",
+        "index", "index add", "index build", "index dense", "index info", "index remove", "query",
         "serve", "synth", "train", "train-dense", "video-set",
     }
 

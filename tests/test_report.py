@@ -299,3 +299,88 @@ def test_bench_map_rerank_with_a_bad_dense_checkpoint_fails_before_embedding(
                      str(tmp_path / "r"), "--rerank", "3", "--dense", str(tmp_path))
     assert result.exit_code == 2 and "not a dense checkpoint" in result.output
     assert not (tmp_path / "r" / ".cache").exists()
+
+
+# --- bench merge: one table from runs of the same benchmark set --------------------------------
+
+def run_merge(*args):
+    from benchmark.commands.bench_merge import merge_command
+
+    return CliRunner().invoke(merge_command, [str(arg) for arg in args])
+
+
+def test_merging_runs_of_one_model_each_gives_the_table_of_both(dataset, checkpoints, tmp_path):
+    for name in ("a", "b", "both"):
+        methods = {"a": checkpoints[0], "b": checkpoints[1], "both": ",".join(checkpoints)}[name]
+        assert run_map("--data", dataset, "--methods", methods, "--out", tmp_path / name,
+                       "--factory", "exact").exit_code == 0
+    result = run_merge(tmp_path / "a", tmp_path / "b" / "report.json", "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+
+    merged = json.loads((tmp_path / "m" / "report.json").read_text())
+    both = json.loads((tmp_path / "both" / "report.json").read_text())
+    assert merged["results"] == both["results"]  # the same figures as one run of the two
+    assert merged["config"]["methods"] == both["config"]["methods"]
+    assert merged["files"]["grids"] == both["files"]["grids"]
+    for by_method in merged["files"]["grids"].values():
+        for path in by_method.values():
+            assert (tmp_path / "m" / path).read_bytes() == (tmp_path / "both" / path).read_bytes()
+    assert [source["results"] for source in merged["merged_from"]] == [[checkpoints[0]],
+                                                                     [checkpoints[1]]]
+    markdown = (tmp_path / "m" / "report.md").read_text()
+    assert "Merged by `bench merge`" in markdown and str(tmp_path / "a" / "report.json") in markdown
+    assert all(markdown.count(f"| {name} | ") == len(METRICS) + 1 for name in checkpoints)
+    with Image.open(tmp_path / "m" / merged["files"]["plot"]) as plot:
+        assert plot.format == "PNG"
+
+
+def test_a_later_run_replaces_a_models_row_and_grids_in_place(dataset, checkpoints, tmp_path):
+    published, rerun = tmp_path / "published", tmp_path / "rerun"
+    assert run_map("--data", dataset, "--methods", ",".join(checkpoints), "--out", published,
+                   "--factory", "exact").exit_code == 0
+    assert run_map("--data", dataset, "--methods", checkpoints[1], "--out", rerun,
+                   "--factory", "exact").exit_code == 0
+    # Stand-ins for a retrained model: another figure, and only its BL6 grid kept (published).
+    report = json.loads((rerun / "report.json").read_text())
+    report["results"][checkpoints[1]]["overall"]["map100"] = 0.125
+    (rerun / "report.json").write_text(json.dumps(report))
+    grids = report["files"]["grids"]
+    for level in ("1", "3"):
+        (rerun / grids[level][checkpoints[1]]).unlink()
+    (rerun / grids["6"][checkpoints[1]]).write_bytes(b"new picture")
+    old_grid = published / grids["1"][checkpoints[1]]
+    first_grid = json.loads((published / "report.json").read_text())["files"]["grids"]["1"][
+        checkpoints[0]]
+    kept_grid = (published / first_grid).read_bytes()
+
+    result = run_merge(published, rerun, "--out", published)
+    assert result.exit_code == 0, result.output
+    merged = json.loads((published / "report.json").read_text())
+    assert list(merged["results"]) == checkpoints
+    assert merged["results"][checkpoints[1]]["overall"]["map100"] == 0.125
+    assert checkpoints[1] not in merged["files"]["grids"]["1"] and not old_grid.exists()
+    assert (published / grids["6"][checkpoints[1]]).read_bytes() == b"new picture"
+    assert (published / first_grid).read_bytes() == kept_grid
+
+
+def test_merge_refuses_reports_of_another_set_or_missing_ones(dataset, checkpoints, tmp_path):
+    out = tmp_path / "a"
+    assert run_map("--data", dataset, "--methods", checkpoints[0], "--out", out,
+                   "--factory", "exact").exit_code == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    report = json.loads((out / "report.json").read_text())
+    report["data"]["distractors"] += 1
+    (other / "report.json").write_text(json.dumps(report))
+    result = run_merge(out, other, "--out", tmp_path / "m")
+    assert result.exit_code == 1 and "'data summary' differ" in result.output
+    assert str(other / "report.json") in result.output and not (tmp_path / "m").exists()
+
+    report["data"]["distractors"] -= 1
+    report["config"]["factory"] = "HNSW32"
+    (other / "report.json").write_text(json.dumps(report))
+    assert "'factory' differ" in run_merge(out, other, "--out", tmp_path / "m").output
+    missing = run_merge(out, tmp_path / "nowhere", "--out", tmp_path / "m")
+    assert missing.exit_code == 1 and f"{tmp_path / 'nowhere'}: no such report" in missing.output
+    (other / "report.json").write_text("{not json")
+    assert "not a readable report" in run_merge(other, "--out", tmp_path / "m").output

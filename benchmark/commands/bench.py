@@ -7,6 +7,7 @@ import platform
 import click
 
 from benchmark.commands.bench_map import map_command
+from benchmark.commands.bench_merge import merge_command
 from benchmark.commands.engine_options import engine_options, opened_engine
 from benchmark.commands.options import parse_memory, parse_size, resolve_device
 from retrieval.fileio import write_json_atomic
@@ -195,3 +196,4 @@ def _query_line(query: dict, vectors: int) -> str:
 
 
 bench.add_command(map_command)
+bench.add_command(merge_command)
