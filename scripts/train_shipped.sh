@@ -8,7 +8,9 @@
 #         9 x 500 steps; `standard`, whose global head runs the backbone on the whole 96x128
 #         image, 1.34 s per step, so 4 x 550. (PRECISION defaults to bfloat16 on CUDA and on
 #         CPUs that compute it natively, float32 on others, where emulated bfloat16 ran 12x
-#         slower; scripts/lib/precision.sh.) Kept by validation mAP@100 among VAL_DISTRACTORS
+#         slower; scripts/lib/precision.sh. With 256-d vectors and a validation among 10,000
+#         distractors after each epoch, blur-aware-no-be's base took 67 min and its photo stage
+#         64 min on a 2-core CPU with AMX.) Kept by validation mAP@100 among VAL_DISTRACTORS
 #         (10,000) virtual distractors, the regime the 100,000-distractor benchmark measures
 #         (the base checkpoints of the other three were kept by validation without distractors,
 #         VAL_DISTRACTORS=0; each validation among them costs about a minute more here).
