@@ -20,7 +20,8 @@ from benchmark.report import JSON_NAME, REPORT_FORMAT, write_report
 from retrieval.fileio import write_bytes_atomic
 
 # The settings of `config` that decide the figures (the rest says how they were computed: engine,
-# device, workers, batch size), with the value an older report that lacks one had.
+# device, workers, batch size), with the value an older report that lacks one (or left it None)
+# ran with.
 SET_SETTINGS = {"data": None, "preset": None, "seed": None, "synthesized": False, "sim": None,
                 "seeds": None, "distractors_requested": None,
                 "distractor_objects_requested": None, "distractor_exposures": 1,
@@ -70,9 +71,8 @@ def read_source(path: str | Path) -> SourceReport:
 def benchmark_set(report: dict[str, Any]) -> dict[str, Any]:
     """What two reports must share to sit in one table: the data summary and SET_SETTINGS."""
     config = report["config"]
-    settings = {key: config.get(key, default) for key, default in SET_SETTINGS.items()}
-    if settings["distractor_exposures"] is None:
-        settings["distractor_exposures"] = 1  # what reports before the option ran
+    settings = {key: default if config.get(key) is None else config[key]
+                for key, default in SET_SETTINGS.items()}
     return {"data summary": report["data"], **settings}
 
 
