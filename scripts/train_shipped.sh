@@ -10,10 +10,10 @@
 #         CPUs that compute it natively, float32 on others, where emulated bfloat16 ran 12x
 #         slower; scripts/lib/precision.sh. With 256-d vectors and a validation among 10,000
 #         distractors after each epoch, blur-aware-no-be's base took 67 min and its photo stage
-#         64 min on a 2-core CPU with AMX.) Kept by validation mAP@100 among VAL_DISTRACTORS
-#         (10,000) virtual distractors, the regime the 100,000-distractor benchmark measures
-#         (the base checkpoints of the other three were kept by validation without distractors,
-#         VAL_DISTRACTORS=0; each validation among them costs about a minute more here).
+#         64 min on a 2-core CPU with AMX, standard's 63 and 59 min.) Kept by validation mAP@100
+#         among VAL_DISTRACTORS (10,000) virtual distractors, the regime the 100,000-distractor
+#         benchmark measures (the base checkpoint of sharp-only was kept by validation without
+#         distractors, VAL_DISTRACTORS=0; each validation among them costs about a minute more).
 # photos  fine-tuned from the base checkpoint (train --init-from) at a quarter of the learning
 #         rate, with a quarter of the training objects and backgrounds dressed in photographs
 #         (PHOTOS, scikit-image's ten train photos; its five held-out ones dress the footage
@@ -69,10 +69,9 @@ EMBEDDING_DIM=${EMBEDDING_DIM:-}
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
 
 # Classification weight: blur-aware was trained with the published 0.1, which beat 1 side by
-# side (scripts/compare_recipes.sh, docs/results.md "Training against look-alikes"), and so is the
-# ablation blur-aware-no-be; the base stages of standard and sharp-only were trained with 1. In
-# the photos stage sharp-only takes 0.1 too; standard keeps the 1 it was compared with
-# (scripts/compare_transfer.sh).
+# side (scripts/compare_recipes.sh, docs/results.md "Training against look-alikes"), and so are
+# the ablation blur-aware-no-be and standard; the base stage of sharp-only was trained with 1 and
+# its photos stage with 0.1.
 declare -A ARGS=(
   [blur-aware]="--method blur-aware"
   [standard]="--method standard"
@@ -81,27 +80,27 @@ declare -A ARGS=(
 )
 declare -A CLS_WEIGHT=(  # base photos
   [blur-aware]="0.1 0.1"
-  [standard]="1 1"
+  [standard]="0.1 0.1"
   [sharp-only]="1 0.1"
   [blur-aware-no-be]="0.1 0.1"
 )
 # 256-d vectors led 128-d ones at 1,000 steps and at the hour scale on validation among
 # distractors at the same cost per step (docs/results.md "Training against look-alikes"). The
-# ablation blur-aware-no-be takes blur-aware's whole recipe (width, margin, classification
-# weight), so the two differ only by L_be; standard and sharp-only were trained before with 128.
+# ablation blur-aware-no-be and the baseline standard take blur-aware's whole recipe (width,
+# margin, classification weight), so they differ from it only by L_be, or by the method;
+# sharp-only was trained before with 128.
 declare -A DIM=(
   [blur-aware]=256
-  [standard]=128
+  [standard]=256
   [sharp-only]=128
   [blur-aware-no-be]=256
 )
 # Contrastive margin (train --con-margin): 1.2 (cosine below 0.28 for a negative to cost nothing)
 # led the published 0.7 at 1,000 steps and at the hour scale on validation among distractors
-# (docs/results.md "Training against look-alikes"); standard and sharp-only were trained before
-# with 0.7.
+# (docs/results.md "Training against look-alikes"); sharp-only was trained before with 0.7.
 declare -A CON_MARGIN=(
   [blur-aware]=1.2
-  [standard]=0.7
+  [standard]=1.2
   [sharp-only]=0.7
   [blur-aware-no-be]=1.2
 )
