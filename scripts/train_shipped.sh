@@ -12,8 +12,7 @@
 #         distractors after each epoch, blur-aware-no-be's base took 67 min and its photo stage
 #         64 min on a 2-core CPU with AMX, standard's 63 and 59 min.) Kept by validation mAP@100
 #         among VAL_DISTRACTORS (10,000) virtual distractors, the regime the 100,000-distractor
-#         benchmark measures (the base checkpoint of sharp-only was kept by validation without
-#         distractors, VAL_DISTRACTORS=0; each validation among them costs about a minute more).
+#         benchmark measures (each validation among them costs about a minute).
 # photos  fine-tuned from the base checkpoint (train --init-from) at a quarter of the learning
 #         rate, with a quarter of the training objects and backgrounds dressed in photographs
 #         (PHOTOS, scikit-image's ten train photos; its five held-out ones dress the footage
@@ -37,8 +36,7 @@
 #   STAGES=photos BASE=runs/base MODELS=standard bash scripts/train_shipped.sh   # fine-tune only,
 #                                                     # from the base checkpoints in runs/base
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
-#   EMBEDDING_DIM=256 bash scripts/train_shipped.sh   # 256-d vectors for all four (by default
-#                                                     # blur-aware 256, the other three 128)
+#   EMBEDDING_DIM=128 bash scripts/train_shipped.sh   # 128-d vectors for all four (256 by default)
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
@@ -61,48 +59,26 @@ STAGES=${STAGES:-base photos}
 BASE=${BASE:-$RUNS}  # where the photos stage finds RUNS/<name> of the base stage
 PHOTOS=${PHOTOS:-skimage}
 PHOTO_SHARE=${PHOTO_SHARE:-0.25}
-# The vectors' width, the same in both stages (the photos stage starts from the base weights).
-# EMBEDDING_DIM, when set, gives every model that width instead of its own below.
-EMBEDDING_DIM=${EMBEDDING_DIM:-}
 # shellcheck source=scripts/lib/precision.sh
 . scripts/lib/precision.sh
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
 
-# Classification weight: blur-aware was trained with the published 0.1, which beat 1 side by
-# side (scripts/compare_recipes.sh, docs/results.md "Training against look-alikes"), and so are
-# the ablation blur-aware-no-be and standard; the base stage of sharp-only was trained with 1 and
-# its photos stage with 0.1.
+# One recipe for all four, so they differ only by the method (or, for the ablation
+# blur-aware-no-be, by L_be); each was chosen side by side (scripts/compare_recipes.sh,
+# docs/results.md "Training against look-alikes"):
+# - classification weight 0.1 (the published weight), which beat 1, in both stages;
+# - 256-d vectors, which led 128-d ones at 1,000 steps and at the hour scale on validation
+#   among distractors at the same cost per step (EMBEDDING_DIM, when set, overrides it);
+# - contrastive margin 1.2 (train --con-margin: a cosine below 0.28 for a negative to cost
+#   nothing), which led the published 0.7 there.
+CLS_WEIGHT=0.1
+DIM=${EMBEDDING_DIM:-256}
+CON_MARGIN=1.2
 declare -A ARGS=(
   [blur-aware]="--method blur-aware"
   [standard]="--method standard"
   [sharp-only]="--method sharp-only"
   [blur-aware-no-be]="--method blur-aware --losses con,cls,loc"
-)
-declare -A CLS_WEIGHT=(  # base photos
-  [blur-aware]="0.1 0.1"
-  [standard]="0.1 0.1"
-  [sharp-only]="1 0.1"
-  [blur-aware-no-be]="0.1 0.1"
-)
-# 256-d vectors led 128-d ones at 1,000 steps and at the hour scale on validation among
-# distractors at the same cost per step (docs/results.md "Training against look-alikes"). The
-# ablation blur-aware-no-be and the baseline standard take blur-aware's whole recipe (width,
-# margin, classification weight), so they differ from it only by L_be, or by the method;
-# sharp-only was trained before with 128.
-declare -A DIM=(
-  [blur-aware]=256
-  [standard]=256
-  [sharp-only]=128
-  [blur-aware-no-be]=256
-)
-# Contrastive margin (train --con-margin): 1.2 (cosine below 0.28 for a negative to cost nothing)
-# led the published 0.7 at 1,000 steps and at the hour scale on validation among distractors
-# (docs/results.md "Training against look-alikes"); sharp-only was trained before with 0.7.
-declare -A CON_MARGIN=(
-  [blur-aware]=1.2
-  [standard]=1.2
-  [sharp-only]=0.7
-  [blur-aware-no-be]=1.2
 )
 declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base photos
   [blur-aware]="9 500 6 500"
@@ -127,22 +103,20 @@ mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 
 train_one() {  # train_one NAME STAGE
-  local name=$1 stage=$2 resume=() started=$SECONDS epochs steps cls stage_args out
-  local base_epochs base_steps fine_epochs fine_steps base_cls fine_cls
+  local name=$1 stage=$2 resume=() started=$SECONDS epochs steps stage_args out
+  local base_epochs base_steps fine_epochs fine_steps
   read -r base_epochs base_steps fine_epochs fine_steps <<< "${BUDGET[$name]}"
-  read -r base_cls fine_cls <<< "${CLS_WEIGHT[$name]}"
   if [ "$stage" = base ]; then
-    out=$RUNS/$name epochs=${EPOCHS:-$base_epochs} steps=${STEPS:-$base_steps} cls=$base_cls
+    out=$RUNS/$name epochs=${EPOCHS:-$base_epochs} steps=${STEPS:-$base_steps}
     stage_args=(--lr 2e-3)
   else
-    out=$RUNS/$name-photos epochs=$fine_epochs steps=$fine_steps cls=$fine_cls
+    out=$RUNS/$name-photos epochs=$fine_epochs steps=$fine_steps
     stage_args=(--lr 5e-4 --init-from "$BASE/$name" --photos "$PHOTOS" --photo-share "$PHOTO_SHARE")
   fi
   [ -f "$out/train_state.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
-  $BIN train "$DATA" --out "$out" ${ARGS[$name]} --cls-weight "$cls" --epochs "$epochs" \
-    --steps-per-epoch "$steps" --embedding-dim "${EMBEDDING_DIM:-${DIM[$name]}}" \
-    --con-margin "${CON_MARGIN[$name]}" \
+  $BIN train "$DATA" --out "$out" ${ARGS[$name]} --cls-weight "$CLS_WEIGHT" --epochs "$epochs" \
+    --steps-per-epoch "$steps" --embedding-dim "$DIM" --con-margin "$CON_MARGIN" \
     "${stage_args[@]}" "${COMMON[@]}" "${resume[@]}" \
     >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long this one took.
