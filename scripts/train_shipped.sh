@@ -10,9 +10,10 @@
 #         CPUs that compute it natively, float32 on others, where emulated bfloat16 ran 12x
 #         slower; scripts/lib/precision.sh. With 256-d vectors and a validation among 10,000
 #         distractors after each epoch, blur-aware-no-be's base took 67 min and its photo stage
-#         64 min on a 2-core CPU with AMX, standard's 63 and 59 min.) Kept by validation mAP@100
-#         among VAL_DISTRACTORS (10,000) virtual distractors, the regime the 100,000-distractor
-#         benchmark measures (each validation among them costs about a minute).
+#         64 min on a 2-core CPU with AMX, standard's 63 and 59 min, sharp-only's 79 and 47.)
+#         Kept by validation mAP@100 among VAL_DISTRACTORS (10,000) virtual distractors, the
+#         regime the 100,000-distractor benchmark measures (each validation among them costs
+#         about a minute).
 # photos  fine-tuned from the base checkpoint (train --init-from) at a quarter of the learning
 #         rate, with a quarter of the training objects and backgrounds dressed in photographs
 #         (PHOTOS, scikit-image's ten train photos; its five held-out ones dress the footage
@@ -63,17 +64,6 @@ PHOTO_SHARE=${PHOTO_SHARE:-0.25}
 . scripts/lib/precision.sh
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
 
-# One recipe for all four, so they differ only by the method (or, for the ablation
-# blur-aware-no-be, by L_be); each was chosen side by side (scripts/compare_recipes.sh,
-# docs/results.md "Training against look-alikes"):
-# - classification weight 0.1 (the published weight), which beat 1, in both stages;
-# - 256-d vectors, which led 128-d ones at 1,000 steps and at the hour scale on validation
-#   among distractors at the same cost per step (EMBEDDING_DIM, when set, overrides it);
-# - contrastive margin 1.2 (train --con-margin: a cosine below 0.28 for a negative to cost
-#   nothing), which led the published 0.7 there.
-CLS_WEIGHT=0.1
-DIM=${EMBEDDING_DIM:-256}
-CON_MARGIN=1.2
 declare -A ARGS=(
   [blur-aware]="--method blur-aware"
   [standard]="--method standard"
@@ -86,10 +76,18 @@ declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch):
   [sharp-only]="9 500 6 500"
   [blur-aware-no-be]="9 500 6 500"
 )
-COMMON=(--batch 32,4 --schedule cosine
-        --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000 --seed 0
-        --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION" --workers "$WORKERS"
-        --val-distractors "$VAL_DISTRACTORS" -q)
+# One recipe for all four, so they differ only by the method (or, for the ablation
+# blur-aware-no-be, by L_be); each was chosen side by side (scripts/compare_recipes.sh,
+# docs/results.md "Training against look-alikes"):
+# - classification weight 0.1 (the published weight), which beat 1, in both stages;
+# - 256-d vectors, which led 128-d ones at 1,000 steps and at the hour scale on validation
+#   among distractors at the same cost per step (EMBEDDING_DIM, when set, overrides it);
+# - contrastive margin 1.2 (train --con-margin: a cosine below 0.28 for a negative to cost
+#   nothing), which led the published 0.7 there.
+COMMON=(--batch 32,4 --schedule cosine --cls-weight 0.1 --embedding-dim "${EMBEDDING_DIM:-256}"
+        --con-margin 1.2 --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000
+        --seed 0 --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION"
+        --workers "$WORKERS" --val-distractors "$VAL_DISTRACTORS" -q)
 
 for stage in $STAGES; do
   case $stage in base|photos) ;; *) echo "STAGES: unknown stage '$stage' (base, photos)" >&2; exit 2 ;; esac
@@ -115,8 +113,7 @@ train_one() {  # train_one NAME STAGE
   fi
   [ -f "$out/train_state.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
-  $BIN train "$DATA" --out "$out" ${ARGS[$name]} --cls-weight "$CLS_WEIGHT" --epochs "$epochs" \
-    --steps-per-epoch "$steps" --embedding-dim "$DIM" --con-margin "$CON_MARGIN" \
+  $BIN train "$DATA" --out "$out" ${ARGS[$name]} --epochs "$epochs" --steps-per-epoch "$steps" \
     "${stage_args[@]}" "${COMMON[@]}" "${resume[@]}" \
     >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long this one took.
