@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the shipped checkpoints (retrieval/checkpoints/<name>): blur-aware, standard,
 # sharp-only, and the ablation blur-aware-no-be (blur-aware without the blur head and L_be).
-# Two stages, each resumable, into RUNS/<name> and RUNS/<name>-photos:
+# Three stages, each resumable, into RUNS/<name>, RUNS/<name>-photos and RUNS/<name>-polish<N>:
 #
 # base    from scratch on the simulator's procedural paint, about 50 minutes of the 2-core CPU
 #         alone in bfloat16 per model. The three crop-head models run 0.67 s per step there, so
@@ -21,9 +21,14 @@
 #         simulator's paint (docs/results.md "Transfer to photographs"). 6 x 500 steps, 6 x 275
 #         for standard, 40-48 minutes each. Kept by the same validation.
 #
+# polish  more photo-stage cycles, each from the one before (the first from the photos stage):
+#         6 x 500 steps (6 x 275 for standard) at an eighth of the base learning rate, seed = the
+#         cycle's number; how many cycles is BUDGET's last column (blur-aware 2, 35-37 min each; the
+#         others none so far, for which the stage does nothing). Kept by the same validation.
+#
 # The last stage in STAGES is copied into DEST. A shipped checkpoint's config.json names the
-# weights it started from (init_from, init_fingerprint); its base stage's log is shipped beside
-# it as base_train_log.jsonl.
+# weights it started from (init_from, init_fingerprint); the logs of the stages before it are
+# shipped beside its own train_log.jsonl as STAGE_train_log.jsonl (base_, photos_, polish1_).
 #
 # Data: the `small` preset. Models train on its 1,120 train instances as a composite stream
 # (object layers over backgrounds drawn independently of the instance, rendered once into
@@ -36,6 +41,8 @@
 #   bash scripts/train_shipped.sh                     # CPU, one after the other, resumable
 #   STAGES=photos BASE=runs/base MODELS=standard bash scripts/train_shipped.sh   # fine-tune only,
 #                                                     # from the base checkpoints in runs/base
+#   STAGES=polish PHOTO_RUNS=runs/shipped MODELS=blur-aware bash scripts/train_shipped.sh
+#                                                     # polish only, from runs/shipped/blur-aware-photos
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
 #   EMBEDDING_DIM=128 bash scripts/train_shipped.sh   # 128-d vectors for all four (256 by default)
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
@@ -56,8 +63,9 @@ PARALLEL=${PARALLEL:-0}
 VAL_DISTRACTORS=${VAL_DISTRACTORS:-10000}
 MODELS=${MODELS:-blur-aware standard sharp-only blur-aware-no-be}
 DEST=${DEST:-retrieval/checkpoints}
-STAGES=${STAGES:-base photos}
+STAGES=${STAGES:-base photos polish}
 BASE=${BASE:-$RUNS}  # where the photos stage finds RUNS/<name> of the base stage
+PHOTO_RUNS=${PHOTO_RUNS:-$RUNS}  # where the polish stage finds RUNS/<name>-photos
 PHOTOS=${PHOTOS:-skimage}
 PHOTO_SHARE=${PHOTO_SHARE:-0.25}
 # shellcheck source=scripts/lib/precision.sh
@@ -70,11 +78,11 @@ declare -A ARGS=(
   [sharp-only]="--method sharp-only"
   [blur-aware-no-be]="--method blur-aware --losses con,cls,loc"
 )
-declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base photos
-  [blur-aware]="9 500 6 500"
-  [standard]="4 550 6 275"
-  [sharp-only]="9 500 6 500"
-  [blur-aware-no-be]="9 500 6 500"
+declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base, photos
+  [blur-aware]="9 500 6 500 2"        # (and each polish cycle); polish cycles
+  [standard]="4 550 6 275 0"
+  [sharp-only]="9 500 6 500 0"
+  [blur-aware-no-be]="9 500 6 500 0"
 )
 # One recipe for all four, so they differ only by the method (or, for the ablation
 # blur-aware-no-be, by L_be); each was chosen side by side (scripts/compare_recipes.sh,
@@ -86,11 +94,11 @@ declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch):
 #   nothing), which led the published 0.7 there.
 COMMON=(--batch 32,4 --schedule cosine --cls-weight 0.1 --embedding-dim "${EMBEDDING_DIM:-256}"
         --con-margin 1.2 --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000
-        --seed 0 --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION"
+        --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION"
         --workers "$WORKERS" --val-distractors "$VAL_DISTRACTORS" -q)
 
 for stage in $STAGES; do
-  case $stage in base|photos) ;; *) echo "STAGES: unknown stage '$stage' (base, photos)" >&2; exit 2 ;; esac
+  case $stage in base|photos|polish) ;; *) echo "STAGES: unknown stage '$stage' (base, photos, polish)" >&2; exit 2 ;; esac
 done
 # shellcheck source=scripts/lib/require.sh
 . scripts/lib/require.sh
@@ -100,29 +108,56 @@ fi
 mkdir -p "$RUNS"
 [ -f "$DATA/manifest.parquet" ] || $BIN synth "$DATA" --preset small --splits val,test -q
 
-train_one() {  # train_one NAME STAGE
-  local name=$1 stage=$2 resume=() started=$SECONDS epochs steps stage_args out
-  local base_epochs base_steps fine_epochs fine_steps
-  read -r base_epochs base_steps fine_epochs fine_steps <<< "${BUDGET[$name]}"
-  if [ "$stage" = base ]; then
-    out=$RUNS/$name epochs=${EPOCHS:-$base_epochs} steps=${STEPS:-$base_steps}
-    stage_args=(--lr 2e-3)
-  else
-    out=$RUNS/$name-photos epochs=$fine_epochs steps=$fine_steps
-    stage_args=(--lr 5e-4 --init-from "$BASE/$name" --photos "$PHOTOS" --photo-share "$PHOTO_SHARE")
-  fi
+polish_cycles() {  # polish_cycles NAME: how many polish cycles NAME gets
+  local fields
+  read -r -a fields <<< "${BUDGET[$1]}"
+  echo "${fields[4]}"
+}
+
+run_dir() {  # run_dir NAME STAGE: the run folder a stage's last run writes
+  case $2 in
+    base) echo "$RUNS/$1" ;;
+    photos) echo "$RUNS/$1-photos" ;;
+    polish) echo "$RUNS/$1-polish$(polish_cycles "$1")" ;;
+  esac
+}
+
+train_one() {  # train_one NAME STAGE [CYCLE]
+  local name=$1 stage=$2 cycle=${3:-} resume=() started=$SECONDS epochs steps stage_args out
+  local base_epochs base_steps fine_epochs fine_steps from seed=0
+  local photo_args=(--photos "$PHOTOS" --photo-share "$PHOTO_SHARE")
+  read -r base_epochs base_steps fine_epochs fine_steps _ <<< "${BUDGET[$name]}"
+  case $stage in
+    base)
+      out=$RUNS/$name epochs=${EPOCHS:-$base_epochs} steps=${STEPS:-$base_steps}
+      stage_args=(--lr 2e-3) ;;
+    photos)
+      out=$RUNS/$name-photos epochs=$fine_epochs steps=$fine_steps
+      stage_args=(--lr 5e-4 --init-from "$BASE/$name" "${photo_args[@]}") ;;
+    polish)
+      from=$PHOTO_RUNS/$name-photos
+      [ "$cycle" -gt 1 ] && from=$RUNS/$name-polish$((cycle - 1))
+      out=$RUNS/$name-polish$cycle epochs=$fine_epochs steps=$fine_steps seed=$cycle
+      stage_args=(--lr 2.5e-4 --init-from "$from" "${photo_args[@]}") ;;
+  esac
   [ -f "$out/train_state.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
   $BIN train "$DATA" --out "$out" ${ARGS[$name]} --epochs "$epochs" --steps-per-epoch "$steps" \
-    "${stage_args[@]}" "${COMMON[@]}" "${resume[@]}" \
+    "${stage_args[@]}" "${COMMON[@]}" --seed "$seed" "${resume[@]}" \
     >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long this one took.
-  echo "$(date -u +%FT%TZ) $name $stage ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
+  echo "$(date -u +%FT%TZ) $name $stage$cycle ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
 }
 
 train_stages() {  # train_stages NAME: its stages in order
-  local stage
-  for stage in $STAGES; do train_one "$1" "$stage"; done
+  local stage cycle
+  for stage in $STAGES; do
+    if [ "$stage" = polish ]; then
+      for ((cycle = 1; cycle <= $(polish_cycles "$1"); cycle++)); do train_one "$1" polish "$cycle"; done
+    else
+      train_one "$1" "$stage"
+    fi
+  done
 }
 
 for name in $MODELS; do   # the first run builds the layer banks; the others reuse them
@@ -130,14 +165,26 @@ for name in $MODELS; do   # the first run builds the layer banks; the others reu
 done
 wait
 
-last_stage=${STAGES##* }
 for name in $MODELS; do
-  run=$RUNS/$name
-  [ "$last_stage" = photos ] && run=$RUNS/$name-photos
+  last_stage=
+  for stage in $STAGES; do  # a polish stage of no cycles leaves the stage before it last
+    [ "$stage" = polish ] && [ "$(polish_cycles "$name")" = 0 ] || last_stage=$stage
+  done
+  [ -n "$last_stage" ] || continue
+  run=$(run_dir "$name" "$last_stage")
   dest=$DEST/$name
   mkdir -p "$dest"
   cp "$run/model.safetensors" "$run/config.json" "$run/train_log.jsonl" "$dest/"
-  rm -f "$dest/base_train_log.jsonl"
-  if [ "$last_stage" = photos ]; then cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl"; fi
+  rm -f "$dest"/*_train_log.jsonl
+  # the logs of the stages the shipped weights grew from, found where each stage read them
+  case $last_stage in
+    photos) cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl" ;;
+    polish)
+      cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl"
+      cp "$PHOTO_RUNS/$name-photos/train_log.jsonl" "$dest/photos_train_log.jsonl"
+      for ((cycle = 1; cycle < $(polish_cycles "$name"); cycle++)); do
+        cp "$RUNS/$name-polish$cycle/train_log.jsonl" "$dest/polish${cycle}_train_log.jsonl"
+      done ;;
+  esac
   $PYTHON scripts/plot_training.py "$run" --out "$dest/training.png"
 done
