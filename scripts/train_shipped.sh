@@ -78,8 +78,10 @@ declare -A ARGS=(
   [sharp-only]="--method sharp-only"
   [blur-aware-no-be]="--method blur-aware --losses con,cls,loc"
 )
-declare -A BUDGET=(  # epochs x steps per epoch (a validation after each epoch): base, photos
-  [blur-aware]="9 500 6 500 2"        # (and each polish cycle); polish cycles
+# epochs x steps per epoch (a validation after each epoch) of the base stage, then of the photos
+# stage and of each polish cycle; then the number of polish cycles
+declare -A BUDGET=(
+  [blur-aware]="9 500 6 500 2"
   [standard]="4 550 6 275 0"
   [sharp-only]="9 500 6 500 0"
   [blur-aware-no-be]="9 500 6 500 0"
@@ -102,7 +104,8 @@ for stage in $STAGES; do
 done
 # shellcheck source=scripts/lib/require.sh
 . scripts/lib/require.sh
-if [[ " $STAGES " == *" photos "* && $PHOTOS == skimage ]]; then  # now, not after the data
+# both photo stages need scikit-image's photographs: checked now, not after the data
+if [[ ( " $STAGES " == *" photos "* || " $STAGES " == *" polish "* ) && $PHOTOS == skimage ]]; then
   require_modules "$PYTHON" photos skimage
 fi
 mkdir -p "$RUNS"
@@ -114,11 +117,11 @@ polish_cycles() {  # polish_cycles NAME: how many polish cycles NAME gets
   echo "${fields[4]}"
 }
 
-run_dir() {  # run_dir NAME STAGE: the run folder a stage's last run writes
+run_dir() {  # run_dir NAME STAGE [CYCLE]: the run folder of a stage (polish: of CYCLE, or the last)
   case $2 in
     base) echo "$RUNS/$1" ;;
     photos) echo "$RUNS/$1-photos" ;;
-    polish) echo "$RUNS/$1-polish$(polish_cycles "$1")" ;;
+    polish) echo "$RUNS/$1-polish${3:-$(polish_cycles "$1")}" ;;
   esac
 }
 
@@ -127,17 +130,18 @@ train_one() {  # train_one NAME STAGE [CYCLE]
   local base_epochs base_steps fine_epochs fine_steps from seed=0
   local photo_args=(--photos "$PHOTOS" --photo-share "$PHOTO_SHARE")
   read -r base_epochs base_steps fine_epochs fine_steps _ <<< "${BUDGET[$name]}"
+  out=$(run_dir "$name" "$stage" "$cycle")
   case $stage in
     base)
-      out=$RUNS/$name epochs=${EPOCHS:-$base_epochs} steps=${STEPS:-$base_steps}
+      epochs=${EPOCHS:-$base_epochs} steps=${STEPS:-$base_steps}
       stage_args=(--lr 2e-3) ;;
     photos)
-      out=$RUNS/$name-photos epochs=$fine_epochs steps=$fine_steps
+      epochs=$fine_epochs steps=$fine_steps
       stage_args=(--lr 5e-4 --init-from "$BASE/$name" "${photo_args[@]}") ;;
     polish)
       from=$PHOTO_RUNS/$name-photos
-      [ "$cycle" -gt 1 ] && from=$RUNS/$name-polish$((cycle - 1))
-      out=$RUNS/$name-polish$cycle epochs=$fine_epochs steps=$fine_steps seed=$cycle
+      [ "$cycle" -gt 1 ] && from=$(run_dir "$name" polish $((cycle - 1)))
+      epochs=$fine_epochs steps=$fine_steps seed=$cycle
       stage_args=(--lr 2.5e-4 --init-from "$from" "${photo_args[@]}") ;;
   esac
   [ -f "$out/train_state.pt" ] && resume=(--resume)
@@ -183,7 +187,7 @@ for name in $MODELS; do
       cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl"
       cp "$PHOTO_RUNS/$name-photos/train_log.jsonl" "$dest/photos_train_log.jsonl"
       for ((cycle = 1; cycle < $(polish_cycles "$name"); cycle++)); do
-        cp "$RUNS/$name-polish$cycle/train_log.jsonl" "$dest/polish${cycle}_train_log.jsonl"
+        cp "$(run_dir "$name" polish "$cycle")/train_log.jsonl" "$dest/polish${cycle}_train_log.jsonl"
       done ;;
   esac
   $PYTHON scripts/plot_training.py "$run" --out "$dest/training.png"
