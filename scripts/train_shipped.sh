@@ -23,7 +23,7 @@
 #
 # polish  more photo-stage cycles, each from the one before (the first from the photos stage):
 #         6 x 500 steps (6 x 275 for standard) at an eighth of the base learning rate, seed = the
-#         cycle's number; how many cycles is BUDGET's last column (blur-aware 2, 35-37 min each; the
+#         cycle's number; how many cycles is BUDGET's last column (blur-aware 3, 34-37 min each; the
 #         others none so far, for which the stage does nothing). Kept by the same validation.
 #
 # The last stage in STAGES is copied into DEST. A shipped checkpoint's config.json names the
@@ -81,7 +81,7 @@ declare -A ARGS=(
 # epochs x steps per epoch (a validation after each epoch) of the base stage, then of the photos
 # stage and of each polish cycle; then the number of polish cycles
 declare -A BUDGET=(
-  [blur-aware]="9 500 6 500 2"
+  [blur-aware]="9 500 6 500 3"
   [standard]="4 550 6 275 0"
   [sharp-only]="9 500 6 500 0"
   [blur-aware-no-be]="9 500 6 500 0"
