@@ -23,8 +23,9 @@
 #
 # polish  more photo-stage cycles, each from the one before (the first from the photos stage):
 #         6 x 500 steps (6 x 275 for standard) at an eighth of the base learning rate, seed = the
-#         cycle's number; how many cycles is BUDGET's last column (blur-aware 3, 34-37 min each; the
-#         others none so far, for which the stage does nothing). Kept by the same validation.
+#         cycle's number; how many cycles is BUDGET's last column (blur-aware and blur-aware-no-be
+#         3, 24-37 min each; standard and sharp-only none so far, for which the stage does
+#         nothing). Kept by the same validation.
 #
 # The last stage in STAGES is copied into DEST. A shipped checkpoint's config.json names the
 # weights it started from (init_from, init_fingerprint); the logs of the stages before it are
@@ -84,7 +85,7 @@ declare -A BUDGET=(
   [blur-aware]="9 500 6 500 3"
   [standard]="4 550 6 275 0"
   [sharp-only]="9 500 6 500 0"
-  [blur-aware-no-be]="9 500 6 500 0"
+  [blur-aware-no-be]="9 500 6 500 3"
 )
 # One recipe for all four, so they differ only by the method (or, for the ablation
 # blur-aware-no-be, by L_be); each was chosen side by side (scripts/compare_recipes.sh,
