@@ -155,10 +155,11 @@ train_one() {  # train_one NAME STAGE [CYCLE]
 }
 
 train_stages() {  # train_stages NAME: its stages in order
-  local stage cycle
+  local stage cycle cycles
+  cycles=$(polish_cycles "$1")
   for stage in $STAGES; do
     if [ "$stage" = polish ]; then
-      for ((cycle = 1; cycle <= $(polish_cycles "$1"); cycle++)); do train_one "$1" polish "$cycle"; done
+      for ((cycle = 1; cycle <= cycles; cycle++)); do train_one "$1" polish "$cycle"; done
     else
       train_one "$1" "$stage"
     fi
@@ -172,8 +173,9 @@ wait
 
 for name in $MODELS; do
   last_stage=
+  cycles=$(polish_cycles "$name")
   for stage in $STAGES; do  # a polish stage of no cycles leaves the stage before it last
-    [ "$stage" = polish ] && [ "$(polish_cycles "$name")" = 0 ] || last_stage=$stage
+    [ "$stage" = polish ] && [ "$cycles" = 0 ] || last_stage=$stage
   done
   [ -n "$last_stage" ] || continue
   run=$(run_dir "$name" "$last_stage")
@@ -182,14 +184,12 @@ for name in $MODELS; do
   cp "$run/model.safetensors" "$run/config.json" "$run/train_log.jsonl" "$dest/"
   rm -f "$dest"/*_train_log.jsonl
   # the logs of the stages the shipped weights grew from, found where each stage read them
-  case $last_stage in
-    photos) cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl" ;;
-    polish)
-      cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl"
-      cp "$PHOTO_RUNS/$name-photos/train_log.jsonl" "$dest/photos_train_log.jsonl"
-      for ((cycle = 1; cycle < $(polish_cycles "$name"); cycle++)); do
-        cp "$(run_dir "$name" polish "$cycle")/train_log.jsonl" "$dest/polish${cycle}_train_log.jsonl"
-      done ;;
-  esac
+  [ "$last_stage" = base ] || cp "$BASE/$name/train_log.jsonl" "$dest/base_train_log.jsonl"
+  if [ "$last_stage" = polish ]; then
+    cp "$PHOTO_RUNS/$name-photos/train_log.jsonl" "$dest/photos_train_log.jsonl"
+    for ((cycle = 1; cycle < cycles; cycle++)); do
+      cp "$(run_dir "$name" polish "$cycle")/train_log.jsonl" "$dest/polish${cycle}_train_log.jsonl"
+    done
+  fi
   $PYTHON scripts/plot_training.py "$run" --out "$dest/training.png"
 done
