@@ -23,8 +23,8 @@
 #
 # polish  more photo-stage cycles, each from the one before (the first from the photos stage):
 #         6 x 500 steps (6 x 275 for standard) at an eighth of the base learning rate, seed = the
-#         cycle's number; how many cycles is BUDGET's last column (blur-aware and blur-aware-no-be
-#         3, 24-37 min each; standard and sharp-only none so far, for which the stage does
+#         cycle's number; how many cycles is BUDGET's last column (blur-aware, blur-aware-no-be
+#         and standard 3, 22-37 min each; sharp-only none so far, for which the stage does
 #         nothing). Kept by the same validation.
 #
 # The last stage in STAGES is copied into DEST. A shipped checkpoint's config.json names the
@@ -83,7 +83,7 @@ declare -A ARGS=(
 # stage and of each polish cycle; then the number of polish cycles
 declare -A BUDGET=(
   [blur-aware]="9 500 6 500 3"
-  [standard]="4 550 6 275 0"
+  [standard]="4 550 6 275 3"
   [sharp-only]="9 500 6 500 0"
   [blur-aware-no-be]="9 500 6 500 3"
 )
