@@ -1,4 +1,4 @@
-"""scripts/count_step_flops.py: a training step's operations per embedding width."""
+"""scripts/count_step_flops.py: a training step's operations per backbone, crop size and width."""
 
 from __future__ import annotations
 
@@ -8,16 +8,33 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ROW = re.compile(r"(\S+) crop +(\d+) embedding +(\d+): +([\d.]+) GFLOP per step "
+                 r"\(([\d.]+) x the first\)")
+
+
+def _rows(*options: str) -> list[tuple[str, str, str, float, str]]:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/count_step_flops.py"), "--batch", "2",
+         "--classes", "10", *options],
+        capture_output=True, text=True, check=True, cwd=ROOT)
+    rows = [ROW.fullmatch(line) for line in result.stdout.splitlines()]
+    assert rows and all(rows), result.stdout
+    return [(b, c, d, float(flops), ratio) for b, c, d, flops, ratio in
+            (row.groups() for row in rows)]
 
 
 def test_a_wider_embedding_counts_more_operations_and_ratios_start_at_one():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/count_step_flops.py"), "--batch", "2",
-         "--classes", "10", "--embedding-dim", "16", "--embedding-dim", "64"],
-        capture_output=True, text=True, check=True, cwd=ROOT)
-    rows = [re.fullmatch(r"embedding +(\d+): +([\d.]+) GFLOP per step \(([\d.]+) x the first\)",
-                         line) for line in result.stdout.splitlines()]
-    assert all(rows) and len(rows) == 2
-    (dim_a, flops_a, ratio_a), (dim_b, flops_b, ratio_b) = (row.groups() for row in rows)
-    assert (dim_a, dim_b) == ("16", "64") and ratio_a == "1.0000"
-    assert float(flops_b) > float(flops_a) > 0 and float(ratio_b) > 1.0
+    (first, second) = _rows("--embedding-dim", "16", "--embedding-dim", "64")
+    assert first[:3] == ("plainnet_s", "48", "16") and second[:3] == ("plainnet_s", "48", "64")
+    assert first[4] == "1.0000"
+    assert second[3] > first[3] > 0 and float(second[4]) > 1.0
+
+
+def test_a_larger_crop_counts_more_operations_for_every_width():
+    rows = _rows("--embedding-dim", "16", "--embedding-dim", "32",
+                 "--crop-size", "32", "--crop-size", "48")
+    assert [(crop, dim) for _, crop, dim, _, _ in rows] == [
+        ("32", "16"), ("32", "32"), ("48", "16"), ("48", "32")]
+    small, large = rows[0][3], rows[2][3]
+    assert large > small
+    assert abs(float(rows[2][4]) - large / small) < 1e-3
