@@ -14,16 +14,17 @@ from __future__ import annotations
 import itertools
 
 import click
+import timm
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from retrieval.model import BlurAwareNet
-from retrieval.model.network import MarginSoftmaxHead
+from retrieval.model.network import DEFAULT_BACKBONE, DEFAULT_CROP_SIZE, MarginSoftmaxHead
 
 
 def step_flops(embedding_dim: int, batch: int, classes: int, size: tuple[int, int],
-               crop_size: int = 48, backbone: str = "plainnet_s") -> int:
+               crop_size: int = DEFAULT_CROP_SIZE, backbone: str = DEFAULT_BACKBONE) -> int:
     """Operations of one forward and backward pass of a batch (the crop head on its own boxes)."""
     torch.manual_seed(0)
     model = BlurAwareNet(backbone=backbone, embedding_dim=embedding_dim, head="crop",
@@ -39,6 +40,15 @@ def step_flops(embedding_dim: int, batch: int, classes: int, size: tuple[int, in
     return counter.get_total_flops()
 
 
+def _known_backbones(_ctx: click.Context, _param: click.Parameter,
+                     names: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse an unknown name before any counting starts, rather than in timm's traceback."""
+    unknown = [name for name in names if not timm.is_model(name)]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: not a timm or plainnet backbone name")
+    return names
+
+
 @click.command()
 @click.option("--embedding-dim", "dims", type=click.IntRange(min=1), multiple=True,
               default=(128,), show_default=True)
@@ -46,9 +56,10 @@ def step_flops(embedding_dim: int, batch: int, classes: int, size: tuple[int, in
 @click.option("--classes", default=1120, show_default=True, type=click.IntRange(min=1),
               help="training instances (the small preset has 1,120)")
 @click.option("--crop-size", "crop_sizes", type=click.IntRange(16, 512), multiple=True,
-              default=(48,), show_default=True, help="side the crop head resamples crops to")
-@click.option("--backbone", "backbones", multiple=True, default=("plainnet_s",),
-              show_default=True)
+              default=(DEFAULT_CROP_SIZE,), show_default=True,
+              help="side the crop head resamples crops to")
+@click.option("--backbone", "backbones", multiple=True, default=(DEFAULT_BACKBONE,),
+              show_default=True, callback=_known_backbones)
 def main(dims: tuple[int, ...], batch: int, classes: int, crop_sizes: tuple[int, ...],
          backbones: tuple[str, ...]) -> None:
     reference = None

@@ -36,5 +36,13 @@ def test_a_larger_crop_counts_more_operations_for_every_width():
     assert [(crop, dim) for _, crop, dim, _, _ in rows] == [
         ("32", "16"), ("32", "32"), ("48", "16"), ("48", "32")]
     small, large = rows[0][3], rows[2][3]
-    assert large > small
+    assert large > small and rows[3][3] > rows[1][3]
     assert abs(float(rows[2][4]) - large / small) < 1e-3
+
+
+def test_an_unknown_backbone_is_refused_by_name_before_counting():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/count_step_flops.py"), "--backbone", "nosuchnet"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "nosuchnet: not a timm or plainnet backbone name" in result.stderr
