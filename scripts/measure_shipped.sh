@@ -21,7 +21,9 @@
 # per query), figure (the inlier picture), demo, footage (the photo-footage benchmark: 196 test
 # instances dressed in held-out photographs and filmed as slow-motion video, made into FOOTAGE
 # first if it is not there, about 11 minutes here; needs the photos and video extras), 100k (test
-# split among 100,000 distractors).
+# split among 100,000 distractors), rerank100k (the same with and without --rerank 50, for
+# METHODS only even when blur-aware is among them: each model costs about 20 minutes here; not
+# in the default STAGES).
 # Each stage's wall time and peak memory go to RUNS/<stage>.time, its output to RUNS/<stage>.out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -113,8 +115,14 @@ for stage in $STAGES; do
       timed 100k $BIN bench map --data "$DATA" --distractors 100000 --methods "$METHODS" \
         --out "$RUNS/map-100k" "${ENGINE[@]}" -q
       publish "$METHODS" "$RUNS/map-100k" "$REPORTS/map_small_100k" ;;
+    rerank100k)
+      timed rerank100k $BIN bench map --data "$DATA" --distractors 100000 --methods "$METHODS" \
+        --out "$RUNS/rerank-100k" --rerank 50 "${ENGINE[@]}" -q
+      publish "$METHODS" "$RUNS/rerank-100k" "$REPORTS/rerank_small_100k" level6_blur-aware.png \
+        level6_blur-aware_rerank50.png ;;
     *)
-      echo "unknown stage '$stage'; stages: test tune rerank10k latency figure demo footage 100k" >&2
+      echo "unknown stage '$stage'; stages: test tune rerank10k latency figure demo footage 100k" \
+        "rerank100k" >&2
       exit 2 ;;
   esac
 done
