@@ -22,8 +22,8 @@
 # instances dressed in held-out photographs and filmed as slow-motion video, made into FOOTAGE
 # first if it is not there, about 11 minutes here; needs the photos and video extras), 100k (test
 # split among 100,000 distractors), rerank100k (the same with and without --rerank 50, for
-# METHODS only even when blur-aware is among them: each model costs about 20 minutes here; not
-# in the default STAGES).
+# METHODS only even when blur-aware is among them: one model took 16 minutes on Ray here; not in
+# the default STAGES).
 # Each stage's wall time and peak memory go to RUNS/<stage>.time, its output to RUNS/<stage>.out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
