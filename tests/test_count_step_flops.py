@@ -12,11 +12,16 @@ ROW = re.compile(r"(\S+) crop +(\d+) embedding +(\d+): +([\d.]+) GFLOP per step 
                  r"\(([\d.]+) x the first\)")
 
 
-def _rows(*options: str) -> list[tuple[str, str, str, float, str]]:
-    result = subprocess.run(
+def _run(*options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(ROOT / "scripts/count_step_flops.py"), "--batch", "2",
          "--classes", "10", *options],
-        capture_output=True, text=True, check=True, cwd=ROOT)
+        capture_output=True, text=True, cwd=ROOT)
+
+
+def _rows(*options: str) -> list[tuple[str, str, str, float, str]]:
+    result = _run(*options)
+    assert result.returncode == 0, result.stderr
     rows = [ROW.fullmatch(line) for line in result.stdout.splitlines()]
     assert rows and all(rows), result.stdout
     return [(b, c, d, float(flops), ratio) for b, c, d, flops, ratio in
@@ -41,8 +46,6 @@ def test_a_larger_crop_counts_more_operations_for_every_width():
 
 
 def test_an_unknown_backbone_is_refused_by_name_before_counting():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/count_step_flops.py"), "--backbone", "nosuchnet"],
-        capture_output=True, text=True, cwd=ROOT)
+    result = _run("--backbone", "nosuchnet")
     assert result.returncode == 2 and result.stdout == ""
     assert "nosuchnet: not a timm or plainnet backbone name" in result.stderr
