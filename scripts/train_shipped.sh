@@ -47,6 +47,11 @@
 #                                                     # polish only, from runs/shipped/blur-aware-photos
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
 #   EMBEDDING_DIM=128 bash scripts/train_shipped.sh   # 128-d vectors for all four (256 by default)
+#   BATCH=64,2 MODELS=blur-aware RUNS=runs/ship64 DEST=runs/ship64-dest bash scripts/train_shipped.sh
+#                                                     # 64 instances x 2 images a batch, being adopted:
+#                                                     # blur-aware's base and photo stages with it are
+#                                                     # in docs/runs/ship64 (BASE=, PHOTO_RUNS= there
+#                                                     # and STAGES=polish continue from them)
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
@@ -70,6 +75,10 @@ BASE=${BASE:-$RUNS}  # where the photos stage finds RUNS/<name> of the base stag
 PHOTO_RUNS=${PHOTO_RUNS:-$RUNS}  # where the polish stage finds RUNS/<name>-photos
 PHOTOS=${PHOTOS:-skimage}
 PHOTO_SHARE=${PHOTO_SHARE:-0.25}
+# instances x images of each a batch (train --batch); BATCH=64,2 led 32,4 by 4 points on
+# validation among 10,000 at 3,000 steps, and blur-aware's photo stage with it by 1.96
+# (docs/results.md "Training against look-alikes")
+BATCH=${BATCH:-32,4}
 # shellcheck source=scripts/lib/precision.sh
 . scripts/lib/precision.sh
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
@@ -96,7 +105,7 @@ declare -A BUDGET=(
 #   among distractors at the same cost per step (EMBEDDING_DIM, when set, overrides it);
 # - contrastive margin 1.2 (train --con-margin: a cosine below 0.28 for a negative to cost
 #   nothing), which led the published 0.7 there.
-COMMON=(--batch 32,4 --schedule cosine --cls-weight 0.1 --embedding-dim "${EMBEDDING_DIM:-256}"
+COMMON=(--batch "$BATCH" --schedule cosine --cls-weight 0.1 --embedding-dim "${EMBEDDING_DIM:-256}"
         --con-margin 1.2 --cls-margin 0 --cls-scale 16 --hard-negatives --max-val-queries 1000
         --checkpoint-every 250 --device "$DEVICE" --precision "$PRECISION"
         --workers "$WORKERS" --val-distractors "$VAL_DISTRACTORS" -q)
