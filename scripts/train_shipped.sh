@@ -49,9 +49,9 @@
 #   EMBEDDING_DIM=128 bash scripts/train_shipped.sh   # 128-d vectors for all four (256 by default)
 #   BATCH=64,2 MODELS=blur-aware RUNS=runs/ship64 DEST=runs/ship64-dest bash scripts/train_shipped.sh
 #                                                     # 64 instances x 2 images a batch, being adopted:
-#                                                     # blur-aware's base and photo stages with it are
-#                                                     # in docs/runs/ship64 (BASE=, PHOTO_RUNS= there
-#                                                     # and STAGES=polish continue from them)
+#                                                     # blur-aware's stages and standard's base with it
+#                                                     # are in docs/runs/ship64 (BASE=, PHOTO_RUNS= there
+#                                                     # and the later STAGES continue from them)
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
@@ -76,8 +76,9 @@ PHOTO_RUNS=${PHOTO_RUNS:-$RUNS}  # where the polish stage finds RUNS/<name>-phot
 PHOTOS=${PHOTOS:-skimage}
 PHOTO_SHARE=${PHOTO_SHARE:-0.25}
 # instances x images of each a batch (train --batch); BATCH=64,2 led 32,4 by 4 points on
-# validation among 10,000 at 3,000 steps, and blur-aware's photo stage with it by 1.96
-# (docs/results.md "Training against look-alikes")
+# validation among 10,000 at 3,000 steps, and blur-aware trained through all stages with it
+# led the shipped one by 2.77 on the test split among 10,000 (docs/results.md "Training against
+# look-alikes")
 BATCH=${BATCH:-32,4}
 # shellcheck source=scripts/lib/precision.sh
 . scripts/lib/precision.sh
