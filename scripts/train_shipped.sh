@@ -49,10 +49,11 @@
 #   EMBEDDING_DIM=128 bash scripts/train_shipped.sh   # 128-d vectors for all four (256 by default)
 #   BATCH=64,2 MODELS=blur-aware RUNS=runs/ship64 DEST=runs/ship64-dest bash scripts/train_shipped.sh
 #                                                     # 64 instances x 2 images a batch, being adopted:
-#                                                     # blur-aware's and standard's stages with it, and
-#                                                     # blur-aware-no-be's base and photo stage, are
-#                                                     # in docs/runs/ship64 (BASE=, PHOTO_RUNS= there
-#                                                     # and the later STAGES continue from them)
+#                                                     # all stages of blur-aware, standard and
+#                                                     # blur-aware-no-be with it, and sharp-only's
+#                                                     # base, are in docs/runs/ship64 (BASE=,
+#                                                     # PHOTO_RUNS= there and the later STAGES
+#                                                     # continue from them)
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
