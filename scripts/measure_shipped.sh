@@ -56,9 +56,18 @@ timed() {  # timed STAGE COMMAND...: run it, keep its output and its /usr/bin/ti
   grep -E "Elapsed|Maximum resident" "$RUNS/$stage.time" | sed "s/^/$stage: /"
 }
 
+holds_others() {  # holds_others REPORT_DIR METHODS: whether the report has a method not in METHODS
+  "$PYTHON" - "$1/report.json" "$2" <<'PY'
+import json, sys
+names = {method["name"] for method in json.load(open(sys.argv[1]))["config"]["methods"]}
+sys.exit(0 if names - set(sys.argv[2].split(",")) else 1)
+PY
+}
+
 publish() {  # publish METHODS RUN_DIR REPORT_DIR [GRID...]: the report files of a bench map
   # run of METHODS, with every retrieval grid or only the named ones (the re-ranking run's grids
-  # would add 19 MB); a run of only some of the four is merged into the published report
+  # would add 19 MB); merged into the published report when that holds other methods to keep,
+  # else replacing it (a merge refuses runs with other re-ranking parameters, as after `tune`)
   local methods=$1 run=$2 report=$3 staged=$2/published
   shift 3
   rm -rf "$staged"
@@ -71,7 +80,7 @@ publish() {  # publish METHODS RUN_DIR REPORT_DIR [GRID...]: the report files of
       [ ! -f "$run/grids/$grid" ] || cp "$run/grids/$grid" "$staged/grids/"
     done
   fi
-  if [ "$methods" != "$ALL_METHODS" ] && [ -f "$report/report.json" ]; then
+  if [ -f "$report/report.json" ] && holds_others "$report" "$methods"; then
     $BIN bench merge "$report" "$staged" --out "$report" > /dev/null
   else
     rm -rf "$report"

@@ -8,9 +8,10 @@
 #         9 x 500 steps; `standard`, whose global head runs the backbone on the whole 96x128
 #         image, 1.34 s per step, so 4 x 550. (PRECISION defaults to bfloat16 on CUDA and on
 #         CPUs that compute it natively, float32 on others, where emulated bfloat16 ran 12x
-#         slower; scripts/lib/precision.sh. With 256-d vectors and a validation among 10,000
-#         distractors after each epoch, blur-aware-no-be's base took 67 min and its photo stage
-#         64 min on a 2-core CPU with AMX, standard's 63 and 59 min, sharp-only's 79 and 47.)
+#         slower; scripts/lib/precision.sh. With 256-d vectors, 64 x 2 batches and a validation
+#         among 10,000 distractors after each epoch, the bases took 54-58 min on a 2-core CPU
+#         with AVX512-BF16 and no AMX: blur-aware 54, standard 58, blur-aware-no-be 56,
+#         sharp-only 54.)
 #         Kept by validation mAP@100 among VAL_DISTRACTORS (10,000) virtual distractors, the
 #         regime the 100,000-distractor benchmark measures (each validation among them costs
 #         about a minute).
@@ -19,14 +20,14 @@
 #         (PHOTOS, scikit-image's ten train photos; its five held-out ones dress the footage
 #         benchmark, scripts/photo_footage.py), so the models learn shapes and not only the
 #         simulator's paint (docs/results.md "Transfer to photographs"). 6 x 500 steps, 6 x 275
-#         for standard, 40-48 minutes each. Kept by the same validation.
+#         for standard, 36-42 minutes each. Kept by the same validation.
 #
 # polish  more photo-stage cycles, each from the one before (the first from the photos stage):
 #         6 x 500 steps (6 x 275 for standard) at an eighth of the base learning rate, seed = the
 #         cycle's number; how many cycles is BUDGET's last column (blur-aware, blur-aware-no-be
-#         and standard 3, 22-37 min each). Kept by the same validation. sharp-only gets none:
-#         its three cycles (22-30 min each) left its validation below its photo stage's (10.30;
-#         10.00, 9.95, 10.07), so the stage does nothing for it and its photo stage ships.
+#         and standard 3, 37-47 min each). Kept by the same validation. sharp-only gets none:
+#         with 32 x 4 batches its three cycles left its validation below its photo stage's
+#         (10.30; 10.00, 9.95, 10.07), so the stage does nothing for it and its photo stage ships.
 #
 # The last stage in STAGES is copied into DEST. A shipped checkpoint's config.json names the
 # weights it started from (init_from, init_fingerprint); the logs of the stages before it are
@@ -47,13 +48,8 @@
 #                                                     # polish only, from runs/shipped/blur-aware-photos
 #   DEVICE=cuda WORKERS=3 PARALLEL=1 bash scripts/train_shipped.sh   # GPU machine, side by side
 #   EMBEDDING_DIM=128 bash scripts/train_shipped.sh   # 128-d vectors for all four (256 by default)
-#   BATCH=64,2 MODELS=blur-aware RUNS=runs/ship64 DEST=runs/ship64-dest bash scripts/train_shipped.sh
-#                                                     # 64 instances x 2 images a batch, being adopted:
-#                                                     # all stages of blur-aware, standard and
-#                                                     # blur-aware-no-be with it, and sharp-only's
-#                                                     # base, are in docs/runs/ship64 (BASE=,
-#                                                     # PHOTO_RUNS= there and the later STAGES
-#                                                     # continue from them)
+#   BATCH=32,4 RUNS=runs/ship32 DEST=runs/ship32-dest bash scripts/train_shipped.sh
+#                                                     # the batch of the models shipped before
 #   (side by side, build the layer banks first: run one model alone, or let each build its own)
 #
 # Each invocation of a model appends its wall time to RUNS/times.txt.
@@ -77,11 +73,10 @@ BASE=${BASE:-$RUNS}  # where the photos stage finds RUNS/<name> of the base stag
 PHOTO_RUNS=${PHOTO_RUNS:-$RUNS}  # where the polish stage finds RUNS/<name>-photos
 PHOTOS=${PHOTOS:-skimage}
 PHOTO_SHARE=${PHOTO_SHARE:-0.25}
-# instances x images of each a batch (train --batch); BATCH=64,2 led 32,4 by 4 points on
-# validation among 10,000 at 3,000 steps, and blur-aware trained through all stages with it
-# led the shipped one by 2.77 on the test split among 10,000 (docs/results.md "Training against
-# look-alikes")
-BATCH=${BATCH:-32,4}
+# instances x images of each a batch (train --batch): 64 x 2 led 32 x 4 by 4 points on
+# validation among 10,000 at 3,000 steps, and the four trained through all stages with it led
+# those trained with 32 x 4 on the test split (docs/results.md "Training against look-alikes")
+BATCH=${BATCH:-64,2}
 # shellcheck source=scripts/lib/precision.sh
 . scripts/lib/precision.sh
 PRECISION=${PRECISION:-$(fast_precision "$DEVICE" "$PYTHON")}  # bf16 where native, else fp32
