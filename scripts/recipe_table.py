@@ -5,7 +5,7 @@
 
 One row per run: its last validation (among distractors when the run had them, and without),
 its best, the median logged training rate and the minutes its steps take at that rate (steps x
-BATCH_IMAGES images; validation and set-up excluded, so a resumed run is counted once).
+the images of a batch; validation and set-up excluded, so a resumed run is counted once).
 
 `--curves RUN...` prints every validation of each run instead, with the minutes of training
 steps that led to it (summed from the logged rates), so runs of different per-step cost, or from
@@ -19,7 +19,16 @@ import statistics
 import sys
 from pathlib import Path
 
-BATCH_IMAGES = 128  # the 32 x 4 batch of scripts/compare_recipes.sh (the logs do not record it)
+BATCH_IMAGES = 128  # the 32 x 4 batch of scripts/compare_recipes.sh, for a log without its config
+
+
+def _batch_images(run: Path) -> int:
+    """Images a step: the run's config.json records its batch; a bare log gets BATCH_IMAGES."""
+    config = run / "config.json"
+    if not config.is_file():
+        return BATCH_IMAGES
+    instances, images = json.loads(config.read_text(encoding="utf-8"))["training"]["batch"]
+    return instances * images
 
 
 def _records(run: Path) -> list[dict]:
@@ -58,7 +67,7 @@ def row(run: Path) -> str:
     best = max(v["map@100"] for v in validations)
     rate = _median_rate(records)
     steps = last["step"]
-    images = steps * BATCH_IMAGES
+    images = steps * _batch_images(run)
     minutes = images / rate / 60 if rate else 0.0
     return (f"| {run.name} | {steps} | {score} | {bl6} | {_percent(best)} | {clean} "
             f"| {clean_bl6} | {rate:.0f} | {minutes:.1f} |")
@@ -81,9 +90,9 @@ def curve_rows(run: Path) -> list[str]:
             previous, after_break = record["step"], False
         else:
             previous, after_break = record.get("step", previous), True
-    rows = []
+    rows, batch_images = [], _batch_images(run)
     for validation in (r for r in records if r["event"] == "validation"):
-        seconds = sum(steps * BATCH_IMAGES / rate for step, (steps, rate) in rates.items()
+        seconds = sum(steps * batch_images / rate for step, (steps, rate) in rates.items()
                       if step <= validation["step"] and rate > 0)
         rows.append(f"| {run.name} | {validation['epoch']} | {validation['step']} "
                     f"| {seconds / 60:.1f} | " + " | ".join(_scores(validation)) + " |")

@@ -63,3 +63,22 @@ def test_a_resumed_run_counts_the_steps_it_repeats_once(tmp_path):
         capture_output=True, text=True, check=True)
     # 4 intervals of 100 steps x 128 images at 64 images/s: 800 s.
     assert result.stdout.splitlines()[2] == "| b | 1 | 400 | 13.3 | 10.00 | 5.00 | 10.00 | 5.00 |"
+
+
+def test_step_minutes_count_the_batch_a_run_config_records(tmp_path):
+    # The same log as above, 400 steps at 64 images/s, but its config.json records 128 x 2: 256
+    # images a step, so 1,600 s (26.7 min) instead of the 800 s of the 128-image default.
+    write_log(tmp_path / "c", [
+        {"event": "start", "step": 0},
+        train(100, 64.0), train(200, 64.0), train(300, 64.0), train(400, 64.0),
+        validation(1, 400, 0.1, 0.05),
+    ])
+    (tmp_path / "c" / "config.json").write_text(json.dumps({"training": {"batch": [128, 2]}}),
+                                                encoding="utf-8")
+    script = str(ROOT / "scripts/recipe_table.py")
+    curves = subprocess.run([sys.executable, script, "--curves", str(tmp_path / "c")],
+                            capture_output=True, text=True, check=True)
+    assert curves.stdout.splitlines()[2] == "| c | 1 | 400 | 26.7 | 10.00 | 5.00 | 10.00 | 5.00 |"
+    table = subprocess.run([sys.executable, script, str(tmp_path), "c"],
+                           capture_output=True, text=True, check=True)
+    assert table.stdout.splitlines()[2].endswith("| 64 | 26.7 |")
