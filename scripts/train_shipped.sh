@@ -155,11 +155,14 @@ train_one() {  # train_one NAME STAGE [CYCLE]
   esac
   [ -f "$out/train_state.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
-  $BIN train "$DATA" --out "$out" ${ARGS[$name]} --epochs "$epochs" --steps-per-epoch "$steps" \
-    "${stage_args[@]}" "${COMMON[@]}" --seed "$seed" "${resume[@]}" \
+  /usr/bin/time -v $BIN train "$DATA" --out "$out" ${ARGS[$name]} --epochs "$epochs" \
+    --steps-per-epoch "$steps" "${stage_args[@]}" "${COMMON[@]}" --seed "$seed" "${resume[@]}" \
     >> "$out.out" 2>&1
-  # One line per invocation (a resumed run has several): how long this one took.
-  echo "$(date -u +%FT%TZ) $name $stage$cycle ${resume[*]:-fresh} $((SECONDS - started)) s" >> "$RUNS/times.txt"
+  # One line per invocation (a resumed run has several): how long it took, its peak memory.
+  local peak_kb
+  peak_kb=$(grep -h "Maximum resident set size" "$out.out" | tail -n 1 | awk '{print $NF}')
+  echo "$(date -u +%FT%TZ) $name $stage$cycle ${resume[*]:-fresh} $((SECONDS - started)) s" \
+    "peak RSS ${peak_kb:-?} kB" >> "$RUNS/times.txt"
 }
 
 train_stages() {  # train_stages NAME: its stages in order

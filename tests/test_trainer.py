@@ -380,16 +380,19 @@ def test_cli_trains_and_refuses_to_overwrite_or_resume_differently(data_dir, tmp
 def test_cli_loss_margins_and_weight_reach_the_head_and_loss(data_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli(data_dir, "--out", out, *TINY_ARGS, "--cls-margin", "0", "--cls-weight", "1",
-                     "--con-margin", "1.2")
+                     "--con-margin", "1.2", "--con-negatives", "9")
     assert result.exit_code == 0, result.output
     training = json.loads((out / "config.json").read_text())["training"]
-    assert (training["cls_margin"], training["cls_weight"], training["con_margin"]) == (0.0, 1.0, 1.2)
+    assert (training["cls_margin"], training["cls_weight"], training["con_margin"],
+            training["con_negatives"]) == (0.0, 1.0, 1.2, 9)
     trainer = Trainer(settings(data_dir, tmp_path / "other", cls_margin=0.0, cls_weight=1.0,
-                               con_margin=1.2))
+                               con_margin=1.2, con_negatives=9))
     assert trainer.head.margin == 0.0 and trainer.loss_config.weights.cls == 1.0
-    assert trainer.loss_config.margin == 1.2
+    assert (trainer.loss_config.margin, trainer.loss_config.num_negatives) == (1.2, 9)
     refused = run_cli(data_dir, "--out", tmp_path / "bad", *TINY_ARGS, "--con-margin", "0")
     assert refused.exit_code == 2 and "--con-margin" in refused.output
+    refused = run_cli(data_dir, "--out", tmp_path / "bad", *TINY_ARGS, "--con-negatives", "0")
+    assert refused.exit_code == 2 and "--con-negatives" in refused.output
 
 
 def test_cli_softmax_contrastive_loss_trains_and_is_recorded(data_dir, tmp_path):

@@ -152,6 +152,9 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--con-margin", type=click.FloatRange(min=0, max=2, min_open=True), default=0.7,
               show_default=True,
               help="Contrastive margin: negatives farther apart than this cost nothing.")
+@click.option("--con-negatives", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Negatives mined per anchor by --con-loss pairs (and read from --memory); "
+                   "the published tuples have five.")
 @click.option("--con-loss", type=click.Choice(["pairs", "softmax"]), default="pairs",
               show_default=True,
               help="L_con: the published mined pairs with a margin, or a softmax of each image "
@@ -187,8 +190,8 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
                   schedule, steps_per_epoch, checkpoint_every, log_every, seed, workers,
                   hard_negatives, lookalikes, memory, memory_start, train_instances,
                   train_trajectories, val_distractors, detach_blur, isolate_blur, blur_input, be_weight,
-                  cls_margin, cls_scale, cls_weight, con_margin, con_loss, con_temperature,
-                  spread_weight, init_from, photos, photo_share,
+                  cls_margin, cls_scale, cls_weight, con_margin, con_negatives, con_loss,
+                  con_temperature, spread_weight, init_from, photos, photo_share,
                   max_val_queries, stop_at_step,
                   device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
@@ -218,7 +221,8 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         detach_blur=detach_blur, isolate_blur=isolate_blur, be_weight=be_weight,
         blur_input=blur_input,
         cls_margin=cls_margin, cls_weight=cls_weight,
-        con_margin=con_margin, con_loss=con_loss, con_temperature=con_temperature,
+        con_margin=con_margin, con_negatives=con_negatives, con_loss=con_loss,
+        con_temperature=con_temperature,
         spread_weight=spread_weight,
         cls_scale=cls_scale, head=head, crop_size=crop_size,
         predicted_crop_fraction=predicted_crops, max_val_queries=max_val_queries,

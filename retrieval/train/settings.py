@@ -64,6 +64,7 @@ class TrainSettings:
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
     cls_scale: float = 30.0  # logit scale of the classification head (published)
     con_margin: float = 0.7  # distance beyond which negatives stop costing (published)
+    con_negatives: int = 5  # negatives mined per anchor for the pairs kind (published: five)
     con_loss: str = "pairs"  # L_con's kind (losses.CONTRASTIVE_KINDS): published pairs or softmax
     con_temperature: float = 0.1  # of the softmax kind
     spread_weight: float = 0.0  # weight of the spread-out regulariser (model.spread); 0: off
@@ -106,7 +107,8 @@ def loss_config(settings: TrainSettings, losses: frozenset[str]) -> LossConfig:
         return LossConfig(enabled=losses,
                           weights=LossWeights(cls=settings.cls_weight, be=settings.be_weight,
                                               spread=settings.spread_weight),
-                          margin=settings.con_margin, hard_negatives=settings.hard_negatives,
+                          margin=settings.con_margin, num_negatives=settings.con_negatives,
+                          hard_negatives=settings.hard_negatives,
                           con_kind=settings.con_loss, temperature=settings.con_temperature)
     except ValueError as exc:
         raise TrainError(str(exc)) from exc
