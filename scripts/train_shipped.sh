@@ -160,7 +160,7 @@ train_one() {  # train_one NAME STAGE [CYCLE]
     >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long it took, its peak memory.
   local peak_kb
-  peak_kb=$(grep -h "Maximum resident set size" "$out.out" | tail -n 1 | awk '{print $NF}')
+  peak_kb=$(awk '/Maximum resident set size/ {kb = $NF} END {print kb}' "$out.out")
   echo "$(date -u +%FT%TZ) $name $stage$cycle ${resume[*]:-fresh} $((SECONDS - started)) s" \
     "peak RSS ${peak_kb:-?} kB" >> "$RUNS/times.txt"
 }
