@@ -113,6 +113,8 @@ for stage in $STAGES; do
 done
 # shellcheck source=scripts/lib/require.sh
 . scripts/lib/require.sh
+# shellcheck source=scripts/lib/peak_rss.sh
+. scripts/lib/peak_rss.sh
 # both photo stages need scikit-image's photographs: checked now, not after the data
 if [[ ( " $STAGES " == *" photos "* || " $STAGES " == *" polish "* ) && $PHOTOS == skimage ]]; then
   require_modules "$PYTHON" photos skimage
@@ -159,10 +161,8 @@ train_one() {  # train_one NAME STAGE [CYCLE]
     --steps-per-epoch "$steps" "${stage_args[@]}" "${COMMON[@]}" --seed "$seed" "${resume[@]}" \
     >> "$out.out" 2>&1
   # One line per invocation (a resumed run has several): how long it took, its peak memory.
-  local peak_kb
-  peak_kb=$(awk '/Maximum resident set size/ {kb = $NF} END {print kb}' "$out.out")
   echo "$(date -u +%FT%TZ) $name $stage$cycle ${resume[*]:-fresh} $((SECONDS - started)) s" \
-    "peak RSS ${peak_kb:-?} kB" >> "$RUNS/times.txt"
+    "peak RSS $(peak_rss_kb "$out.out") kB" >> "$RUNS/times.txt"
 }
 
 train_stages() {  # train_stages NAME: its stages in order

@@ -39,6 +39,38 @@ def test_contrastive_pair_loss_hand_computed():
     assert contrastive_pair_loss(distances, is_positive).item() == pytest.approx(expected)
 
 
+def test_balanced_pair_loss_averages_positives_and_negatives_apart():
+    distances = torch.tensor([0.2, 0.4, 0.5, 0.9, 0.6])
+    is_positive = torch.tensor([True, True, False, False, False])
+    # positives: 0.5 * 0.2^2 = 0.02, 0.5 * 0.4^2 = 0.08 -> mean 0.05;
+    # negatives: 0.5 * 0.2^2 = 0.02, 0 (beyond the margin), 0.5 * 0.1^2 = 0.005 -> mean 0.0083.
+    expected = (0.05 + 0.025 / 3) / 2
+    loss = contrastive_pair_loss(distances, is_positive, balanced=True)
+    assert loss.item() == pytest.approx(expected)
+    assert contrastive_pair_loss(distances, is_positive).item() == pytest.approx(0.125 / 5)
+    # One group alone is its own mean; none at all is still a differentiable zero.
+    only_negatives = contrastive_pair_loss(distances[2:], is_positive[2:], balanced=True)
+    assert only_negatives.item() == pytest.approx(0.025 / 3)
+    empty = torch.zeros(0, requires_grad=True)
+    zero = contrastive_pair_loss(empty, torch.zeros(0, dtype=torch.bool), balanced=True)
+    zero.backward()
+    assert zero.item() == 0.0
+
+
+def test_total_loss_balanced_kind_weighs_the_positive_as_much_as_the_negatives():
+    output, batch = fake_output(), fake_batch()
+    config = LossConfig(enabled=frozenset({"con"}), con_kind="balanced", num_negatives=2)
+    total, parts = total_loss(output, None, batch, config, generator=seeded(3))
+    anchor, other, is_positive = mine_pairs(batch["instance"], batch["trajectory"], 2,
+                                            generator=seeded(3))
+    distances = torch.linalg.vector_norm(output.embedding[anchor] - output.embedding[other], dim=1)
+    per_pair = torch.where(is_positive, 0.5 * distances.pow(2),
+                           0.5 * (0.7 - distances).clamp(min=0).pow(2))
+    expected = (per_pair[is_positive].mean() + per_pair[~is_positive].mean()) / 2
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts["con"] == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_contrastive_pair_loss_without_pairs_is_a_differentiable_zero():
     distances = torch.zeros(0, requires_grad=True)
     loss = contrastive_pair_loss(distances, torch.zeros(0, dtype=torch.bool))

@@ -406,6 +406,8 @@ def test_cli_softmax_contrastive_loss_trains_and_is_recorded(data_dir, tmp_path)
     assert any(math.isfinite(record["loss"]["con"]) for record in logged if "loss" in record)
     with pytest.raises(TrainError, match="unknown contrastive loss 'triplet'"):
         Trainer(settings(data_dir, tmp_path / "bad", con_loss="triplet"))
+    balanced = Trainer(settings(data_dir, tmp_path / "balanced", con_loss="balanced"))
+    assert balanced.loss_config.con_kind == "balanced"
 
 
 def test_cli_spread_weight_trains_is_logged_and_recorded(data_dir, tmp_path):

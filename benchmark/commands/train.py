@@ -155,10 +155,12 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--con-negatives", type=click.IntRange(min=1), default=5, show_default=True,
               help="Negatives mined per anchor by --con-loss pairs (and read from --memory); "
                    "the published tuples have five.")
-@click.option("--con-loss", type=click.Choice(["pairs", "softmax"]), default="pairs",
+@click.option("--con-loss", type=click.Choice(["pairs", "balanced", "softmax"]), default="pairs",
               show_default=True,
-              help="L_con: the published mined pairs with a margin, or a softmax of each image "
-                   "over all other instances of the batch (and the memory) with its positives.")
+              help="L_con: the published mined pairs with a margin (one mean over all pairs); "
+                   "balanced: the same pairs, positives and negatives averaged apart so the "
+                   "pull weighs as much as all the pushes; or a softmax of each image over all "
+                   "other instances of the batch (and the memory) with its positives.")
 @click.option("--con-temperature", type=click.FloatRange(min=0, max=1, min_open=True),
               default=0.1, show_default=True, help="Temperature of --con-loss softmax.")
 @click.option("--spread-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,

@@ -21,17 +21,23 @@ from retrieval.model.network import NetOutput
 from retrieval.model.spread import spread_out_loss
 
 LOSS_NAMES = ("con", "cls", "be", "loc")
-# L_con as published (mined pairs with a margin), or a softmax over the whole batch
-CONTRASTIVE_KINDS = ("pairs", "softmax")
+# L_con as published (mined pairs with a margin, one mean over all pairs), the same pairs with
+# positives and negatives averaged apart ("balanced"), or a softmax over the whole batch
+CONTRASTIVE_KINDS = ("pairs", "balanced", "softmax")
 
 
 def contrastive_pair_loss(
-    distances: torch.Tensor, is_positive: torch.Tensor, margin: float = 0.7
+    distances: torch.Tensor, is_positive: torch.Tensor, margin: float = 0.7,
+    balanced: bool = False,
 ) -> torch.Tensor:
     """Mean over pairs of 0.5*y*d^2 + 0.5*(1-y)*max(0, margin-d)^2.
 
-    No pairs gives a zero that still belongs to the graph, so a batch without valid tuples
-    does not break the backward pass.
+    `balanced`: the mean of the positive pairs' mean and the negative pairs' mean instead, so
+    the pull between images of one instance weighs as much as all the pushes together however
+    many negatives an anchor meets (one mean over all pairs gives a positive 1/6 of the weight
+    with five negatives). A group with no pairs adds nothing. No pairs at all gives a zero
+    that still belongs to the graph, so a batch without valid tuples does not break the
+    backward pass.
     """
     if distances.shape != is_positive.shape:
         raise ValueError(
@@ -41,7 +47,10 @@ def contrastive_pair_loss(
         return distances.sum()
     y = is_positive.to(distances.dtype)
     per_pair = 0.5 * y * distances.pow(2) + 0.5 * (1 - y) * (margin - distances).clamp(min=0).pow(2)
-    return per_pair.mean()
+    if not balanced:
+        return per_pair.mean()
+    groups = [per_pair[is_positive], per_pair[~is_positive]]
+    return torch.stack([group.mean() for group in groups if group.numel() > 0]).mean()
 
 
 def mine_pairs(
@@ -142,12 +151,13 @@ def contrastive_loss(
     hard: bool = False,
     generator: torch.Generator | None = None,
     memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    balanced: bool = False,
 ) -> torch.Tensor:
     """L_con on mined in-batch pairs, Euclidean distance between (unit) embeddings.
 
     `memory` = (embeddings, labels) of earlier batches, detached: each anchor with a positive
-    also meets its `num_negatives` closest memory entries of other instances as negatives, in
-    the same mean over pairs.
+    also meets its `num_negatives` closest memory entries of other instances as negatives,
+    counted with the batch's negatives. `balanced`: see `contrastive_pair_loss`.
     """
     anchor_idx, other_idx, is_positive = mine_pairs(
         labels, trajectories, num_negatives, hard=hard, embeddings=embeddings, generator=generator
@@ -161,7 +171,7 @@ def contrastive_loss(
             embeddings[anchors[mem_anchor]] - memory[0][mem_index].to(embeddings.dtype), dim=1)
         distances = torch.cat([distances, far])
         is_positive = torch.cat([is_positive, torch.zeros_like(far, dtype=torch.bool)])
-    return contrastive_pair_loss(distances, is_positive, margin)
+    return contrastive_pair_loss(distances, is_positive, margin, balanced=balanced)
 
 
 def margin_softmax_loss(logits_with_margin: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -259,6 +269,7 @@ def total_loss(
             hard=config.hard_negatives,
             generator=generator,
             memory=memory,
+            balanced=config.con_kind == "balanced",
         )
     if "cls" in config.enabled:
         terms["cls"] = margin_softmax_loss(head_logits, _batch_field(batch, "instance"))
