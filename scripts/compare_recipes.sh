@@ -64,6 +64,7 @@ declare -A ARGS=(  # after COMMON on the command line, so a recipe's option over
   [dim256-m1.2-p64k2-n40-cls0.1]="--embedding-dim 256 --con-margin 1.2 --batch 64,2 --con-negatives 40 --cls-weight 0.1"
   [dim256-m1.2-p64k2-bal-cls0.1]="--embedding-dim 256 --con-margin 1.2 --batch 64,2 --con-loss balanced --cls-weight 0.1"  # the pull weighs as much as the pushes
   [dim256-m1.2-p64k2-clsm0.1-cls0.1]="--embedding-dim 256 --con-margin 1.2 --batch 64,2 --cls-margin 0.1 --cls-weight 0.1"  # a margin in the classifier
+  [dim256-m1.2-p64k2-m-cls0.1]="--embedding-dim 256 --con-margin 1.2 --batch 64,2 --backbone plainnet_m --cls-weight 0.1"  # wider backbone: 1.77x the operations a step
   [dim256-m1.2-p64k2-lr4e-3-cls0.1]="--embedding-dim 256 --con-margin 1.2 --batch 64,2 --lr 4e-3 --cls-weight 0.1"  # twice the learning rate
   [dim256-m1.2-p128k2-cls0.1]="--embedding-dim 256 --con-margin 1.2 --batch 128,2 --cls-weight 0.1"  # twice the images a step: half the steps for equal images
   [dim256-softmax0.3-cls0.1]="--embedding-dim 256 --con-loss softmax --con-temperature 0.3 --cls-weight 0.1"
