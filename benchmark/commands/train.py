@@ -153,8 +153,8 @@ _POSITIVE = click.IntRange(min=1)
               show_default=True,
               help="Contrastive margin: negatives farther apart than this cost nothing.")
 @click.option("--con-negatives", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Negatives mined per anchor by --con-loss pairs (and read from --memory); "
-                   "the published tuples have five.")
+              help="Negatives mined per anchor by --con-loss pairs or balanced (and read from "
+                   "--memory); the published tuples have five.")
 @click.option("--con-loss", type=click.Choice(["pairs", "balanced", "softmax"]), default="pairs",
               show_default=True,
               help="L_con: the published mined pairs with a margin (one mean over all pairs); "

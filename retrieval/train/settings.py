@@ -64,7 +64,7 @@ class TrainSettings:
     cls_weight: float = 0.1  # weight of the classification loss in the total (published)
     cls_scale: float = 30.0  # logit scale of the classification head (published)
     con_margin: float = 0.7  # distance beyond which negatives stop costing (published)
-    con_negatives: int = 5  # negatives mined per anchor for the pairs kind (published: five)
+    con_negatives: int = 5  # negatives mined per anchor, pairs and balanced kinds (published: 5)
     con_loss: str = "pairs"  # L_con's kind (losses.CONTRASTIVE_KINDS): pairs, balanced or softmax
     con_temperature: float = 0.1  # of the softmax kind
     spread_weight: float = 0.0  # weight of the spread-out regulariser (model.spread); 0: off
