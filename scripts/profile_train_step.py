@@ -2,7 +2,7 @@
 cProfile and prints each stage's share of the wall time (data composition, the locator's pass,
 the crop and the descriptor backbone's pass, the losses, the backward pass, the optimiser).
 
-    python scripts/profile_train_step.py [--data data/small] [--steps 40]
+    python scripts/profile_train_step.py [--data data/small] [--steps 40] [--backbone plainnet_m]
 
 Why: a model trained from scratch on 2 cores is limited by steps per hour (validation among
 distractors rose at every epoch of the shipped 4,500-step run), so the cheapest gain is a
@@ -24,6 +24,7 @@ import torch
 from retrieval.model import BlurAwareNet
 from retrieval.model.crop import crop_squares
 from retrieval.model.losses import total_loss
+from retrieval.model.network import DEFAULT_BACKBONE
 from retrieval.train import TrainSettings, train
 from retrieval.train.stream import CompositeStream
 from retrieval.train.trainer import Trainer
@@ -45,14 +46,17 @@ STAGES = (
 @click.option("--data", "data_dir", default="data/small", show_default=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--steps", default=40, show_default=True, type=click.IntRange(min=5))
-def main(data_dir: Path, steps: int) -> None:
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
+              help="What a step of another backbone costs (counted operations overstate it).")
+def main(data_dir: Path, steps: int, backbone: str) -> None:
     with tempfile.TemporaryDirectory(prefix="profile-train-step-") as out_dir:
-        _profile(data_dir, steps, Path(out_dir))
+        _profile(data_dir, steps, Path(out_dir), backbone)
 
 
-def _profile(data_dir: Path, steps: int, out_dir: Path) -> None:
+def _profile(data_dir: Path, steps: int, out_dir: Path, backbone: str) -> None:
     settings = TrainSettings(
-        data_dir=data_dir, out_dir=out_dir, method="blur-aware", instances_per_batch=32,
+        data_dir=data_dir, out_dir=out_dir, method="blur-aware", backbone=backbone,
+        instances_per_batch=32,
         images_per_instance=4, lr=2e-3, schedule="cosine", cls_weight=1.0, cls_margin=0.0,
         cls_scale=16.0, hard_negatives=True, precision="bf16", workers=0, epochs=1,
         steps_per_epoch=10 * steps, stop_at_step=steps, checkpoint_every=10 * steps,
@@ -64,7 +68,7 @@ def _profile(data_dir: Path, steps: int, out_dir: Path) -> None:
     stats = pstats.Stats(profile)
     # Batches are composed by the loader, outside _train_step: a step is both together.
     step_total = _cumulative(stats, Trainer._train_step) + _cumulative(stats, CompositeStream.batch)
-    click.echo(f"{steps} steps took {step_total:.1f} s ({step_total / steps:.3f} s/step, "
+    click.echo(f"{backbone}: {steps} steps took {step_total:.1f} s ({step_total / steps:.3f} s/step, "
                f"under cProfile) of {wall:.1f} s wall (start-up included)")
     click.echo(f"{'stage':58} {'s/step':>7} {'share':>6}")
     for label, function in STAGES:
