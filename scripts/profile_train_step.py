@@ -68,7 +68,8 @@ def _profile(data_dir: Path, steps: int, out_dir: Path, backbone: str) -> None:
     stats = pstats.Stats(profile)
     # Batches are composed by the loader, outside _train_step: a step is both together.
     step_total = _cumulative(stats, Trainer._train_step) + _cumulative(stats, CompositeStream.batch)
-    click.echo(f"{backbone}: {steps} steps took {step_total:.1f} s ({step_total / steps:.3f} s/step, "
+    click.echo(f"{backbone}: {steps} steps took {step_total:.1f} s "
+               f"({step_total / steps:.3f} s/step, "
                f"under cProfile) of {wall:.1f} s wall (start-up included)")
     click.echo(f"{'stage':58} {'s/step':>7} {'share':>6}")
     for label, function in STAGES:
