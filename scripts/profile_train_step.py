@@ -56,11 +56,10 @@ def main(data_dir: Path, steps: int, backbone: str) -> None:
 def _profile(data_dir: Path, steps: int, out_dir: Path, backbone: str) -> None:
     settings = TrainSettings(
         data_dir=data_dir, out_dir=out_dir, method="blur-aware", backbone=backbone,
-        instances_per_batch=32,
-        images_per_instance=4, lr=2e-3, schedule="cosine", cls_weight=1.0, cls_margin=0.0,
-        cls_scale=16.0, hard_negatives=True, precision="bf16", workers=0, epochs=1,
-        steps_per_epoch=10 * steps, stop_at_step=steps, checkpoint_every=10 * steps,
-        max_val_queries=10, progress=False)
+        instances_per_batch=32, images_per_instance=4, lr=2e-3, schedule="cosine",
+        cls_weight=1.0, cls_margin=0.0, cls_scale=16.0, hard_negatives=True, precision="bf16",
+        workers=0, epochs=1, steps_per_epoch=10 * steps, stop_at_step=steps,
+        checkpoint_every=10 * steps, max_val_queries=10, progress=False)
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.runcall(train, settings)

@@ -408,6 +408,8 @@ def test_cli_softmax_contrastive_loss_trains_and_is_recorded(data_dir, tmp_path)
         Trainer(settings(data_dir, tmp_path / "bad", con_loss="triplet"))
     balanced = Trainer(settings(data_dir, tmp_path / "balanced", con_loss="balanced"))
     assert balanced.loss_config.con_kind == "balanced"
+    refused = run_cli(data_dir, "--out", tmp_path / "bad-cli", *TINY_ARGS, "--con-loss", "triplet")
+    assert refused.exit_code == 2 and "unknown contrastive loss 'triplet'" in refused.output
 
 
 def test_cli_spread_weight_trains_is_logged_and_recorded(data_dir, tmp_path):

@@ -38,6 +38,12 @@ def _check_schedule(ctx: click.Context, param: click.Parameter, value: str) -> s
     return _one_of(value, list(SCHEDULES), "schedule")
 
 
+def _check_con_loss(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from retrieval.model.losses import CONTRASTIVE_KINDS
+
+    return _one_of(value, list(CONTRASTIVE_KINDS), "contrastive loss")
+
+
 def _parse_losses(ctx: click.Context, param: click.Parameter, value: str | None):
     from retrieval.model import LOSS_NAMES
 
@@ -155,8 +161,7 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--con-negatives", type=click.IntRange(min=1), default=5, show_default=True,
               help="Negatives mined per anchor by --con-loss pairs or balanced (and read from "
                    "--memory); the published tuples have five.")
-@click.option("--con-loss", type=click.Choice(["pairs", "balanced", "softmax"]), default="pairs",
-              show_default=True,
+@click.option("--con-loss", callback=_check_con_loss, default="pairs", show_default=True,
               help="L_con: the published mined pairs with a margin (one mean over all pairs); "
                    "balanced: the same pairs, positives and negatives averaged apart so the "
                    "pull weighs as much as all the pushes; or a softmax of each image over all "
