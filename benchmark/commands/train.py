@@ -175,6 +175,10 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--init-from", metavar="MODEL",
               help="Start from this checkpoint's weights (a folder or shipped name) instead of "
                    "from scratch; the method, backbone, head and sizes must be its own.")
+@click.option("--imprint-head", is_flag=True,
+              help="With --init-from: start each training instance's classification row at the "
+                   "mean embedding the starting network gives its images, not at a random "
+                   "direction, so the fine-tune's first steps do not pull toward random classes.")
 @click.option("--photos", metavar="SOURCE", default="",
               help="Dress a share of the training objects and backgrounds in photographs: "
                    "'skimage' (scikit-image's samples, extra [photos]) or a folder of pictures; "
@@ -198,7 +202,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
                   hard_negatives, lookalikes, memory, memory_start, train_instances,
                   train_trajectories, val_distractors, detach_blur, isolate_blur, blur_input, be_weight,
                   cls_margin, cls_scale, cls_weight, con_margin, con_negatives, con_loss,
-                  con_temperature, spread_weight, init_from, photos, photo_share,
+                  con_temperature, spread_weight, init_from, imprint_head, photos, photo_share,
                   max_val_queries, stop_at_step,
                   device, precision, resume, quiet):
     """Train an embedding network on DATA_DIR; keep the best model by validation mAP@100.
@@ -225,6 +229,7 @@ def train_command(data_dir, out_dir, method, losses, backbone, head, crop_size, 
         memory_start=memory_start, train_instances=train_instances,
         train_trajectories=train_trajectories, val_distractors=val_distractors,
         photos=photos, photo_share=photo_share, init_from=init_from,
+        imprint_head=imprint_head,
         detach_blur=detach_blur, isolate_blur=isolate_blur, be_weight=be_weight,
         blur_input=blur_input,
         cls_margin=cls_margin, cls_weight=cls_weight,

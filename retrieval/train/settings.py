@@ -34,6 +34,7 @@ class TrainSettings:
     pretrained: bool = False
     backbone_weights: Path | None = None
     init_from: str | None = None  # checkpoint folder or shipped name whose weights start the run
+    imprint_head: bool = False  # with init_from: class rows start at the class mean embeddings
     image_size: tuple[int, int] = (96, 128)
     embedding_dim: int = 128
     epochs: int = 30

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -45,6 +47,7 @@ from retrieval.train.data import (
     default_steps_per_epoch,
 )
 from retrieval.train.errors import DivergedError, TrainError
+from retrieval.train.imprint import imprint_head, imprint_steps
 from retrieval.train.init_weights import start_from_checkpoint
 from retrieval.train.interrupts import StopRequests
 from retrieval.train.memory import CrossBatchMemory
@@ -81,6 +84,8 @@ class Trainer:
     def __init__(self, settings: TrainSettings) -> None:
         if settings.schedule not in SCHEDULES:
             raise TrainError(f"unknown schedule {settings.schedule!r}; choose from {SCHEDULES}")
+        if settings.imprint_head and not settings.init_from:
+            raise TrainError("--imprint-head needs --init-from (a network to imprint from)")
         self.settings = settings
         self.device = torch.device(settings.device)
         try:
@@ -92,6 +97,8 @@ class Trainer:
                         "is emulated and likely slower than fp32")
         self.out_dir = Path(settings.out_dir)
         self.spec = self._method_spec()
+        if settings.imprint_head and "cls" not in self.spec.losses:
+            raise TrainError("--imprint-head needs the classification loss (cls) to imprint")
         self.loss_config = loss_config(settings, self.spec.losses)
         run_data = load_run_data(settings, self.spec)
         self.data, self.stream = run_data.training, run_data.stream
@@ -237,6 +244,8 @@ class Trainer:
             "val_queries": len(self.validation.queries) if self.validation else 0,
             "val_database": len(self.validation.database) if self.validation else 0,
         })
+        if self.settings.imprint_head and not self.settings.resume:
+            self._imprint_head()
 
     # ----- loop ------------------------------------------------------------------------------
     def run(self) -> TrainOutcome:
@@ -268,13 +277,7 @@ class Trainer:
     def _train_epoch(self, stop: StopRequests, bar: tqdm) -> str | None:
         """Train the rest of the current epoch; "interrupted"/"paused" if it stopped early."""
         plan = self.sampler.epoch_batches(self.epoch, self.steps_per_epoch)
-        if self.stream is not None:
-            dataset = StreamBatches(self.stream, plan, self.epoch)
-        else:
-            render_device = "cpu" if self.workers else str(self.device)
-            dataset = PixelBatches(self.data.items, plan, self.settings.image_size, render_device)
-        batches = iter(pixel_loader(dataset, self.workers, pin_memory=self.device.type == "cuda",
-                                    order=range(self.position, self.steps_per_epoch)))
+        batches = self._batches(self.epoch, plan, range(self.position, self.steps_per_epoch))
         for _ in range(self.position, self.steps_per_epoch):
             if stop.requested:
                 return "interrupted"
@@ -288,6 +291,30 @@ class Trainer:
             if self.step == self.settings.stop_at_step:
                 return "paused"
         return "interrupted" if stop.requested else None
+
+    def _batches(self, epoch: int, plan: list[np.ndarray], order: range
+                 ) -> Iterator[dict[str, Any]]:
+        """The loaded batches of `plan` (positions `order`), rendered or read as the data needs."""
+        if self.stream is not None:
+            dataset = StreamBatches(self.stream, plan, epoch)
+        else:
+            render_device = "cpu" if self.workers else str(self.device)
+            dataset = PixelBatches(self.data.items, plan, self.settings.image_size, render_device)
+        return iter(pixel_loader(dataset, self.workers, pin_memory=self.device.type == "cuda",
+                                 order=order))
+
+    def _imprint_head(self) -> None:
+        """--imprint-head: the head starts at the initial network's class means (train.imprint),
+        from a batch plan of an epoch index training never reaches."""
+        steps = imprint_steps(self.data.num_classes, self.settings.instances_per_batch)
+        epoch = self.settings.epochs
+        plan = self.sampler.epoch_batches(epoch, steps)
+        inputs = ((to_model_input(batch["pixels"], self.device),
+                   self.data.targets(batch["ok"].numpy(), self.device)["instance"])
+                  for batch in self._batches(epoch, plan, range(steps)) if len(batch["ok"]))
+        classes = imprint_head(self.head, self.model, inputs, LOG.warning)
+        self.log.append({"event": "imprint", "step": 0, "classes": classes, "batches": steps})
+        self._interval["start"] = time.perf_counter()  # the first logged rate: training alone
 
     def _train_step(self, batch: dict[str, Any]) -> None:
         for index, message in batch["errors"]:
@@ -396,7 +423,8 @@ class Trainer:
                 "train_rows": len(self.data.items), "train_instances": self.data.num_classes,
                 **({"photos": settings.photos, "photo_share": settings.photo_share}
                    if settings.photos else {}),
-                **({"init_from": str(settings.init_from), "init_fingerprint": self.init_fingerprint}
+                **({"init_from": str(settings.init_from), "init_fingerprint": self.init_fingerprint,
+                    "imprint_head": settings.imprint_head}
                    if settings.init_from else {}),
             },
         }
