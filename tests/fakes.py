@@ -22,7 +22,16 @@ from PIL import Image
 
 from indexer.rerank.cache import ViewModels
 from indexer.sources import Source
+from retrieval.sim.config import SimConfig
+from retrieval.sim.layout import Preset
+from retrieval.synth import synthesize
 from retrieval.train import TrainSettings
+
+
+def synthesized(root: Path, preset: Preset) -> Path:
+    """A data set written by `synth` in `root` with `preset`, at the preset's image size."""
+    synthesize(root, preset, SimConfig(height=preset.height, width=preset.width), progress=False)
+    return root
 
 
 def tiny_train_settings(data_dir: Path, out_dir: Path, **overrides) -> TrainSettings:

@@ -9,14 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from click.testing import CliRunner
-from fakes import tiny_train_settings
+from fakes import synthesized, tiny_train_settings
 from torch import nn
 
 from benchmark.commands.train import train_command
 from retrieval.model.network import MarginSoftmaxHead
-from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
-from retrieval.synth import synthesize
 from retrieval.train import STATE_FILENAME, load_train_state, train
 from retrieval.train.errors import TrainError
 from retrieval.train.imprint import class_mean_directions, imprint_head, imprint_steps
@@ -74,9 +72,7 @@ def test_the_network_is_read_in_eval_mode_and_left_as_it_was():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("imprint_data")
-    synthesize(root, PRESET, SimConfig(height=48, width=64), progress=False)
-    return root
+    return synthesized(tmp_path_factory.mktemp("imprint_data"), PRESET)
 
 
 @pytest.fixture(scope="module")

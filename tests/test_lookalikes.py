@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakes import tiny_train_settings
+from fakes import synthesized, tiny_train_settings
 
 from retrieval.embed import EmbedResult
 from retrieval.manifest import manifest_items
@@ -17,7 +17,6 @@ from retrieval.model.losses import contrastive_loss, contrastive_pair_loss, memo
 from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import PRESETS, Preset, distractor_table, instance_split, plan_trajectories
 from retrieval.sim.objects import DISTRACTOR_BASE
-from retrieval.synth import synthesize
 from retrieval.train import (
     STATE_FILENAME,
     TrainDataError,
@@ -43,9 +42,7 @@ PRESET = Preset(categories=3, instances=10, trajectories=3, height=48, width=64)
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("lookalike_data")
-    synthesize(root, PRESET, SimConfig(height=48, width=64), progress=False)
-    return root
+    return synthesized(tmp_path_factory.mktemp("lookalike_data"), PRESET)
 
 
 def settings(data_dir: Path, out_dir: Path, **overrides) -> TrainSettings:

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import synthesized
 
 from retrieval.manifest import manifest_items
 from retrieval.model import BlurAwareNet
 from retrieval.model.crop import CROP_MARGIN, crop_squares, square_crop_boxes
-from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
 from retrieval.sim.objects import global_instance_id
-from retrieval.synth import synthesize
 from retrieval.train.data import PKSampler
 from retrieval.train.layers import LayerBank
 from retrieval.train.stream import (
@@ -28,9 +27,7 @@ PRESET = Preset(categories=2, instances=10, trajectories=3, height=48, width=64)
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stream_data")
-    synthesize(root, PRESET, SimConfig(height=48, width=64), progress=False)
-    return root
+    return synthesized(tmp_path_factory.mktemp("stream_data"), PRESET)
 
 
 @pytest.fixture(scope="module")

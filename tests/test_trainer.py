@@ -14,16 +14,14 @@ import pyarrow.compute as pc
 import pytest
 import torch
 from click.testing import CliRunner
-from fakes import tiny_train_settings
+from fakes import synthesized, tiny_train_settings
 
 from benchmark.commands.train import train_command
 from retrieval.embed import EmbedResult
 from retrieval.fileio import write_parquet_atomic
 from retrieval.manifest import manifest_items
 from retrieval.model import load_checkpoint, model_fingerprint
-from retrieval.sim.config import SimConfig
 from retrieval.sim.layout import Preset
-from retrieval.synth import synthesize
 from retrieval.train import (
     LOG_FILENAME,
     STATE_FILENAME,
@@ -48,9 +46,7 @@ PRESET = Preset(categories=1, instances=20, trajectories=3, height=48, width=64)
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train_data")
-    synthesize(root, PRESET, SimConfig(height=48, width=64), progress=False)
-    return root
+    return synthesized(tmp_path_factory.mktemp("train_data"), PRESET)
 
 
 settings = tiny_train_settings
