@@ -132,7 +132,6 @@ def test_imprinting_needs_a_starting_network_and_a_classifier(data_dir, start, t
                                   losses=frozenset({"con", "be", "loc"})))
 
 
-
 def test_the_train_command_refuses_imprinting_without_a_starting_network(data_dir, tmp_path):
     result = CliRunner().invoke(train_command, [str(data_dir), "--out", str(tmp_path / "run"),
                                                 "--imprint-head"])

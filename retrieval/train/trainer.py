@@ -309,9 +309,11 @@ class Trainer:
         steps = imprint_steps(self.data.num_classes, self.settings.instances_per_batch)
         epoch = self.settings.epochs
         plan = self.sampler.epoch_batches(epoch, steps)
+        batches = tqdm(self._batches(epoch, plan, range(steps)), total=steps, unit="batch",
+                       desc="imprint", disable=not self.settings.progress, dynamic_ncols=True)
         inputs = ((to_model_input(batch["pixels"], self.device),
                    self.data.targets(batch["ok"].numpy(), self.device)["instance"])
-                  for batch in self._batches(epoch, plan, range(steps)) if len(batch["ok"]))
+                  for batch in batches if len(batch["ok"]))
         classes = imprint_head(self.head, self.model, inputs, LOG.warning)
         self.log.append({"event": "imprint", "step": 0, "classes": classes, "batches": steps})
         self._interval["start"] = time.perf_counter()  # the first logged rate: training alone
